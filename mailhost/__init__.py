@@ -1,0 +1,1 @@
+"""The mailhost application: config, CLI, service, directory."""

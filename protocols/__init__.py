@@ -1,0 +1,1 @@
+"""Wire protocols: one subpackage each. Cores are sans-IO."""

@@ -1,0 +1,1 @@
+"""Exchange ActiveSync, WBXML and Autodiscover."""

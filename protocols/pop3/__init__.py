@@ -1,0 +1,1 @@
+"""POP3: sans-IO core and its trio I/O layer."""

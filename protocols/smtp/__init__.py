@@ -1,0 +1,1 @@
+"""SMTP: sans-IO server core and its trio I/O layer."""

@@ -1,0 +1,1 @@
+"""The mailbox store: maildir++ folders, indexes, change bus."""

@@ -1,0 +1,1 @@
+"""Hub transport, connectors, queue and outbound delivery."""
