@@ -1,0 +1,5 @@
+import sys
+
+from mailhost.cli import main
+
+sys.exit(main())

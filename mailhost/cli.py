@@ -1,0 +1,581 @@
+"""The `mailhost` command: what an Exchange administrator does in EMC and the Shell.
+
+Every error is one line on stderr and a non-zero exit; list commands print aligned
+tables or, with --json, JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import getpass
+import json
+import os
+import socket
+import sys
+import tomllib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from certs import files as certfiles
+from certs.tls import CertificateError
+from mailhost import config as configuration
+from mailhost import passwords
+from mailhost.addresses import AddressError
+from mailhost.directory import Directory, DirectoryError, DomainType, User
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_NOT_RUNNING = 3  # LSB init-script status code for "program is not running"
+
+
+class CliError(Exception):
+    """Shown as one line: `mailhost: <message>`."""
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    if getattr(args, "config", None):
+        return Path(args.config)
+    if getattr(args, "dev", False):
+        return configuration.DEV_DIR / "mailhost.toml"
+    if env := os.environ.get("MAILHOST_CONFIG"):
+        return Path(env)
+    return configuration.PRODUCTION_CONFIG
+
+
+def _load(args: argparse.Namespace) -> configuration.Config:
+    return configuration.load(_config_path(args))
+
+
+def _directory(args: argparse.Namespace) -> Directory:
+    cfg = _load(args)
+    if not cfg.directory_path.exists():
+        raise CliError(f"no directory at {cfg.directory_path} (run 'mailhost init' first)")
+    return Directory(cfg.directory_path)
+
+
+def _print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(list(rows), indent=2, default=str))
+        return
+    if not rows:
+        print("(none)")
+        return
+    cells = [[str(row[c]) if row[c] is not None else "-" for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _read_password(args: argparse.Namespace, *, generate: bool) -> tuple[str, bool]:
+    """The password from stdin (--password-stdin), a prompt, or a generated one."""
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+        if not password:
+            raise CliError("no password on standard input")
+        return password, False
+    if generate or not sys.stdin.isatty():
+        return passwords.generate_password(), True
+    first = getpass.getpass("New password: ")
+    if first != getpass.getpass("Again: "):
+        raise CliError("the passwords differ")
+    return first, False
+
+
+def _user_row(directory: Directory, user: User) -> dict[str, Any]:
+    return {
+        "address": user.primary_address,
+        "alias": user.alias,
+        "name": user.display_name,
+        "given_name": user.given_name,
+        "surname": user.surname,
+        "addresses": directory.addresses_of(user.id),
+        "address_policy": user.address_policy,
+        "quota_bytes": user.quota_bytes,
+        "mailbox": user.guid,
+    }
+
+
+# --- init / serve / status ----------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    dev = bool(args.dev)
+    if args.dir:
+        folder = Path(args.dir)
+        config_path = folder / "mailhost.toml"
+        data_text = '"."'
+    elif dev:
+        folder = configuration.DEV_DIR
+        config_path = folder / "mailhost.toml"
+        data_text = '"."'
+    else:
+        config_path = Path(args.config) if args.config else configuration.PRODUCTION_CONFIG
+        folder = configuration.PRODUCTION_DATA_DIR
+        data_text = json.dumps(str(folder))
+    if config_path.exists():
+        raise CliError(f"{config_path} exists already; this instance is initialised")
+    hostname = args.hostname or ("mail.example.test" if dev else socket.getfqdn())
+    domain = args.domain or ("example.test" if dev else None)
+    user = args.user or (f"demo@{domain}" if dev and domain else None)
+    cfg = configuration.Config(hostname=hostname, data_dir=folder)
+    if args.ephemeral_ports:
+        cfg = configuration.with_listeners(
+            cfg, address=args.listen or "127.0.0.1", port_offset=None
+        )
+    elif dev:
+        cfg = configuration.with_listeners(
+            cfg, address=args.listen or "127.0.0.1", port_offset=configuration.DEV_PORT_OFFSET
+        )
+    elif args.listen:
+        cfg = configuration.with_listeners(cfg, address=args.listen, port_offset=0)
+    text = configuration.render(cfg, data_dir_text=data_text)
+    cfg = configuration.parse(tomllib.loads(text), source=config_path)  # what serve will read
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    directory = Directory(cfg.directory_path)
+    try:
+        if domain:
+            directory.add_domain(domain)
+        names = certfiles.names_for(hostname, [d.name for d in directory.domains()])
+        certfiles.generate_self_signed(cfg.certificate_path, cfg.private_key_path, names)
+        print(f"certificate: self-signed for {', '.join(names)}")
+        password = None
+        if user:
+            password = args.password or passwords.generate_password()
+            created = directory.add_user(user, password, display_name="Demo User" if dev else "")
+            user = created.primary_address
+    finally:
+        directory.close()
+    config_path.write_text(text)
+    print(f"config: {config_path}")
+    print(f"data folder: {cfg.data_dir}")
+    if domain:
+        print(f"accepted domain: {domain}")
+    if user and password:
+        print(f"user {user} password: {password}")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mailhost.service import serve
+
+    return serve(_config_path(args))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    try:
+        status = json.loads(cfg.status_path.read_text())
+        pid = int(status["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError):
+        if args.json:
+            print(json.dumps({"running": False}))
+        else:
+            print("not running")
+        return EXIT_NOT_RUNNING
+    rows = []
+    for name, addresses in status["listeners"].items():
+        for address in addresses:
+            host, port = address.rsplit(":", 1)
+            rows.append({"listener": name, "address": address, "up": _probe(host, int(port))})
+    if args.json:
+        print(json.dumps({"running": True, **status, "probes": rows}, indent=2))
+        return EXIT_OK
+    print(f"running: pid {pid}, {status['hostname']}, since {status['started']}")
+    _print_table(rows, ["listener", "address", "up"], False)
+    return EXIT_OK
+
+
+def _probe(host: str, port: int) -> str:
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host  # noqa: S104
+    try:
+        with socket.create_connection((target, port), timeout=2):
+            return "yes"
+    except OSError as exc:
+        return f"no ({exc.strerror or exc})"
+
+
+# --- domains ------------------------------------------------------------------------------
+
+
+def cmd_domain_add(args: argparse.Namespace) -> int:
+    directory = _directory(args)
+    domain = directory.add_domain(args.name, DomainType(args.type))
+    print(f"added accepted domain {domain.name} ({domain.type.value})")
+    return EXIT_OK
+
+
+def cmd_domain_list(args: argparse.Namespace) -> int:
+    rows = [{"domain": d.name, "type": d.type.value} for d in _directory(args).domains()]
+    _print_table(rows, ["domain", "type"], args.json)
+    return EXIT_OK
+
+
+def cmd_domain_remove(args: argparse.Namespace) -> int:
+    _directory(args).remove_domain(args.name)
+    print(f"removed accepted domain {args.name.lower()}")
+    return EXIT_OK
+
+
+# --- users --------------------------------------------------------------------------------
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    directory = _directory(args)
+    password, generated = _read_password(args, generate=True)
+    user = directory.add_user(
+        args.address,
+        password,
+        display_name=args.name or "",
+        given_name=args.given or "",
+        surname=args.surname or "",
+        alias=args.alias,
+        address_policy=not args.no_address_policy,
+    )
+    print(f"added user {user.primary_address} (alias {user.alias})")
+    others = [a for a in directory.addresses_of(user.id) if a != user.primary_address]
+    if others:
+        print(f"other addresses: {', '.join(others)}")
+    if generated:
+        print(f"user {user.primary_address} password: {password}")
+    return EXIT_OK
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    directory = _directory(args)
+    rows = [_user_row(directory, u) for u in directory.users()]
+    if not args.json:
+        for row in rows:
+            row["addresses"] = len(row["addresses"])
+    _print_table(rows, ["address", "alias", "name", "addresses"], args.json)
+    return EXIT_OK
+
+
+def cmd_user_show(args: argparse.Namespace) -> int:
+    directory = _directory(args)
+    row = _user_row(directory, directory.user(args.address))
+    if args.json:
+        print(json.dumps(row, indent=2))
+        return EXIT_OK
+    width = max(len(k) for k in row)
+    for key, value in row.items():
+        shown = ", ".join(value) if isinstance(value, list) else value
+        print(f"{key.replace('_', ' ').ljust(width)}  {'-' if shown is None else shown}")
+    return EXIT_OK
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> int:
+    directory = _directory(args)
+    user = directory.user(args.address)
+    password, generated = _read_password(args, generate=False)
+    directory.set_password(user.primary_address, password)
+    print(f"password changed for {user.primary_address}")
+    if generated:
+        print(f"user {user.primary_address} password: {password}")
+    return EXIT_OK
+
+
+def cmd_user_remove(args: argparse.Namespace) -> int:
+    user = _directory(args).remove_user(args.address)
+    print(f"removed user {user.primary_address} (mailbox folder {user.guid} is kept)")
+    return EXIT_OK
+
+
+def cmd_user_set(args: argparse.Namespace) -> int:
+    directory = _directory(args)
+    if args.quota is None:
+        raise CliError("nothing to set (try --quota)")
+    quota = _parse_size(args.quota)
+    user = directory.set_quota(args.address, quota)
+    shown = "unlimited" if quota is None else f"{quota} bytes"
+    print(f"quota of {user.primary_address}: {shown}")
+    return EXIT_OK
+
+
+def _parse_size(text: str) -> int | None:
+    value = text.strip().lower()
+    if value in ("unlimited", "none", "0"):
+        return None
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+    scale = 1
+    if value and value[-1] in units:
+        scale = units[value[-1]]
+        value = value[:-1]
+    elif value.endswith(("kb", "mb", "gb", "tb")):
+        scale = units[value[-2]]
+        value = value[:-2]
+    try:
+        number = float(value)
+    except ValueError:
+        raise CliError(f"size {text!r}: expected a number with an optional K, M, G or T") from None
+    if number < 0:
+        raise CliError(f"size {text!r}: must not be negative")
+    return int(number * scale)
+
+
+def cmd_user_address_add(args: argparse.Namespace) -> int:
+    _directory(args).add_address(args.user, args.address)
+    print(f"added {args.address.lower()} to {args.user.lower()}")
+    return EXIT_OK
+
+
+def cmd_user_address_remove(args: argparse.Namespace) -> int:
+    _directory(args).remove_address(args.user, args.address)
+    print(f"removed {args.address.lower()} from {args.user.lower()}")
+    return EXIT_OK
+
+
+# --- address policies ---------------------------------------------------------------------
+
+
+def cmd_policy_add(args: argparse.Namespace) -> int:
+    policy = _directory(args).add_address_policy(
+        args.name, args.priority, args.template, applies_to=args.applies_to
+    )
+    print(
+        f"added address policy {policy.name!r} (priority {policy.priority}, "
+        f"applies to {policy.applies_to}): {', '.join(str(t) for t in policy.templates)}"
+    )
+    print(f"run 'mailhost address-policy apply {policy.name!r}' to update existing users")
+    return EXIT_OK
+
+
+def cmd_policy_list(args: argparse.Namespace) -> int:
+    rows = [
+        {
+            "name": p.name,
+            "priority": p.priority,
+            "applies_to": p.applies_to,
+            "templates": [str(t) for t in p.templates]
+            if args.json
+            else " ".join(str(t) for t in p.templates),
+        }
+        for p in _directory(args).address_policies()
+    ]
+    _print_table(rows, ["priority", "name", "applies_to", "templates"], args.json)
+    return EXIT_OK
+
+
+def cmd_policy_apply(args: argparse.Namespace) -> int:
+    changes = _directory(args).apply_address_policy(args.name)
+    rows = [dataclasses.asdict(c) for c in changes]
+    _print_table(rows, ["user", "address", "note"], args.json)
+    return EXIT_OK
+
+
+def cmd_policy_remove(args: argparse.Namespace) -> int:
+    _directory(args).remove_address_policy(args.name)
+    print(f"removed address policy {args.name!r} (addresses it made are kept)")
+    return EXIT_OK
+
+
+# --- certificates -------------------------------------------------------------------------
+
+
+def cmd_cert_show(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    info = certfiles.describe(certfiles.read_chain(cfg.certificate_path))
+    row = dataclasses.asdict(info)
+    if args.json:
+        print(json.dumps(row, indent=2, default=str))
+        return EXIT_OK
+    for key, value in row.items():
+        shown = ", ".join(value) if isinstance(value, tuple) else value
+        print(f"{key.replace('_', ' '):20}{shown}")
+    return EXIT_OK
+
+
+def cmd_cert_generate(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    domains: list[str] = []
+    if cfg.directory_path.exists():
+        directory = Directory(cfg.directory_path)
+        domains = [d.name for d in directory.domains()]
+        directory.close()
+    names = args.name or certfiles.names_for(cfg.hostname, domains)
+    info = certfiles.generate_self_signed(cfg.certificate_path, cfg.private_key_path, names)
+    names_text = ", ".join(info.names)
+    print(f"self-signed certificate for {names_text}, valid until {info.not_after:%Y-%m-%d}")
+    print("reload the server to use it (systemctl reload mailhost, or SIGHUP)")
+    return EXIT_OK
+
+
+def cmd_cert_import(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    info, warnings, cert_pem, key_pem = certfiles.check_import(Path(args.chain), Path(args.key))
+    certfiles.write_pair(cfg.certificate_path, cert_pem, cfg.private_key_path, key_pem)
+    print(
+        f"imported {info.subject} (issuer {info.issuer}; {info.chain_length} certificate(s)), "
+        f"valid until {info.not_after:%Y-%m-%d}"
+    )
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print("reload the server to use it (systemctl reload mailhost, or SIGHUP)")
+    return EXIT_OK
+
+
+# --- the parser ---------------------------------------------------------------------------
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c", "--config", default=argparse.SUPPRESS, help="config file (or $MAILHOST_CONFIG)"
+    )
+    common.add_argument(
+        "--dev", action="store_true", default=argparse.SUPPRESS, help="the instance in ./var"
+    )
+    parser = argparse.ArgumentParser(
+        prog="mailhost",
+        description="A mail server: SMTP, IMAP, POP3 and Exchange ActiveSync.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        parent: Any, name: str, func: Command, help: str, *, listing: bool = False
+    ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help, parents=[common])
+        p.set_defaults(func=func)
+        if listing:
+            p.add_argument("--json", action="store_true", help="print JSON")
+        return p
+
+    def group(name: str, help: str) -> Any:
+        p = sub.add_parser(name, help=help, parents=[common])
+        return p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    p = command(sub, "init", cmd_init, "create the config, data folder and certificate")
+    p.add_argument("--dir", help="put config and data in this folder (a self-contained instance)")
+    p.add_argument("--hostname", help="this server's name (default: the machine's FQDN)")
+    p.add_argument("--domain", help="first accepted domain")
+    p.add_argument("--user", help="first user's address (a password is generated and printed)")
+    p.add_argument("--password", help=argparse.SUPPRESS)
+    p.add_argument("--listen", help="address every listener binds (default: all interfaces)")
+    p.add_argument(
+        "--ephemeral-ports",
+        action="store_true",
+        help="port 0 everywhere: the kernel chooses, run/mailhost.json tells",
+    )
+    command(sub, "serve", cmd_serve, "run the server (until SIGTERM)")
+    command(
+        sub, "status", cmd_status, "is the server running, and are its listeners up", listing=True
+    )
+
+    domains = group("domain", "accepted domains")
+    p = command(domains, "add", cmd_domain_add, "accept mail for a domain")
+    p.add_argument("name")
+    p.add_argument(
+        "--type",
+        choices=[t.value for t in DomainType],
+        default=DomainType.AUTHORITATIVE.value,
+        help="authoritative (default), internal-relay or external-relay",
+    )
+    command(domains, "list", cmd_domain_list, "list accepted domains", listing=True)
+    p = command(domains, "remove", cmd_domain_remove, "stop accepting a domain")
+    p.add_argument("name")
+
+    users = group("user", "users and their mailboxes")
+    p = command(users, "add", cmd_user_add, "create a user and mailbox")
+    p.add_argument("address", help="primary e-mail address")
+    p.add_argument("--name", help="display name")
+    p.add_argument("--given", help="given name (%%g in address policies)")
+    p.add_argument("--surname", help="surname (%%s in address policies)")
+    p.add_argument("--alias", help="alias (%%m; default: the address's local part)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument(
+        "--no-address-policy", action="store_true", help="address policies leave this user alone"
+    )
+    command(users, "list", cmd_user_list, "list users", listing=True)
+    p = command(users, "show", cmd_user_show, "show one user", listing=True)
+    p.add_argument("address")
+    p = command(users, "passwd", cmd_user_passwd, "set a user's password")
+    p.add_argument("address")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p = command(users, "remove", cmd_user_remove, "remove a user (the mailbox folder is kept)")
+    p.add_argument("address")
+    p = command(users, "set", cmd_user_set, "change a user's settings")
+    p.add_argument("address")
+    p.add_argument("--quota", help="mailbox size limit: 500M, 2G, or unlimited")
+    uaddr = users.add_parser("address", help="a user's extra addresses", parents=[common])
+    uaddr_sub = uaddr.add_subparsers(dest="address_action", required=True, metavar="ACTION")
+    for name, func, text in (
+        ("add", cmd_user_address_add, "give a user another address"),
+        ("remove", cmd_user_address_remove, "take an extra address away"),
+    ):
+        p = command(uaddr_sub, name, func, text)
+        p.add_argument("user")
+        p.add_argument("address")
+
+    policies = group("address-policy", "e-mail address policies")
+    p = command(policies, "add", cmd_policy_add, "add an address policy")
+    p.add_argument("name")
+    p.add_argument("--priority", type=int, required=True, help="1 is applied first")
+    p.add_argument(
+        "--template",
+        action="append",
+        required=True,
+        help="SMTP:%%g.%%s@example.com for the primary address, smtp:... for others",
+    )
+    p.add_argument(
+        "--applies-to", default="all", help="'all' or a domain (users with an address there)"
+    )
+    command(policies, "list", cmd_policy_list, "list address policies", listing=True)
+    p = command(
+        policies, "apply", cmd_policy_apply, "generate addresses for existing users", listing=True
+    )
+    p.add_argument("name")
+    p = command(policies, "remove", cmd_policy_remove, "remove an address policy")
+    p.add_argument("name")
+
+    certs = group("cert", "the server certificate")
+    command(certs, "show", cmd_cert_show, "show the certificate in use", listing=True)
+    p = command(certs, "generate", cmd_cert_generate, "make a new self-signed certificate")
+    p.add_argument("--name", action="append", help="a DNS name (repeat); default: host + domains")
+    p = command(certs, "import", cmd_cert_import, "install an operator's certificate chain and key")
+    p.add_argument("chain", help="PEM file: the server certificate, then intermediates")
+    p.add_argument("key", help="PEM file: the unencrypted private key")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except (
+        CliError,
+        configuration.ConfigError,
+        DirectoryError,
+        AddressError,
+        CertificateError,
+    ) as exc:
+        print(f"mailhost: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # the service's own start-up errors, without a traceback
+        from mailhost.service import ServiceError
+
+        if isinstance(exc, ServiceError):
+            print(f"mailhost: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        if isinstance(exc, OSError):
+            print(f"mailhost: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_ERROR
+        raise
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""`mailhost serve`: one trio nursery owns every listener and background task.
+
+Signals:
+- SIGTERM / SIGINT: stop accepting, let open sessions finish within the grace
+  period, then cut them and exit 0. A second SIGTERM / SIGINT cuts them at once.
+- SIGHUP: re-read the config file and the certificate; new connections get them,
+  open sessions keep theirs. A bad file is logged and the running settings stay.
+With $NOTIFY_SOCKET set, systemd hears READY=1, RELOADING=1 and STOPPING=1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import json
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import trio
+
+from certs.tls import CertificateError, TlsProvider
+from mailhost import config as configuration
+from mailhost import sdnotify
+from mailhost.directory import Directory
+from mailhost.listeners import Handler, Listener, ListenError, Sessions, bind
+from protocols import unavailable, web
+
+log = logging.getLogger("mailhost.service")
+
+
+class ServiceError(Exception):
+    """The service cannot start; the message is one line for the operator."""
+
+
+class Service:
+    def __init__(self, config: configuration.Config) -> None:
+        self.config = config
+        try:
+            self.tls = TlsProvider(config.certificate_path, config.private_key_path)
+        except CertificateError as exc:
+            raise ServiceError(f"certificate: {exc}") from None
+        self.directory = Directory(config.directory_path)
+        self.listeners: list[Listener] = []
+        self._stop = trio.Event()
+        self._draining = trio.Event()
+        self._cut = trio.CancelScope()
+        self._http_servers: list[web.HttpServer] = []
+        self.sessions = Sessions(
+            mail_context=self.tls.mail_context,
+            http_context=self.tls.http_context,
+            handshake_timeout=lambda: self.config.tls.handshake_timeout,
+            max_per_peer=lambda: self.config.service.max_connections_per_address,
+            draining=self._draining,
+        )
+
+    # --- protocol handlers ------------------------------------------------------------
+
+    def _handler(self, name: str) -> tuple[Handler, bool]:
+        """The session function for listener `name`, and whether it speaks HTTP."""
+        if name in ("https", "http"):
+            if name == "http":
+                app = web.redirect_app(lambda: self.config.hostname, self._https_port)
+            else:
+                app = web.unavailable_app()
+            server = web.HttpServer(app, secure=name == "https")
+            self._http_servers.append(server)
+            return server.serve, True
+        protocol = {"submissions": "smtp", "submission": "smtp", "imaps": "imap", "pop3s": "pop3"}
+        refuse = functools.partial(_refuse, protocol=protocol.get(name, name))
+        return refuse, False
+
+    def _https_port(self) -> int:
+        for listener in self.listeners:
+            if listener.name == "https" and listener.sockets:
+                return listener.addresses()[0][1]
+        return 443
+
+    # --- running ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self._bind()
+        try:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+                async with trio.open_nursery() as root:
+                    root.start_soon(self._signals, signals)
+                    await self._serve(task_status)
+                    root.cancel_scope.cancel()
+        finally:
+            self._close_sockets()
+            self.config.status_path.unlink(missing_ok=True)
+            self.directory.close()
+        log.info("stopped")
+
+    async def _bind(self) -> None:
+        for name, settings in self.config.listeners.items():
+            if not settings.enabled:
+                continue
+            handler, http = self._handler(name)
+            tls = configuration.LISTENERS[name][1]
+            try:
+                sockets = await bind(name, settings.address, settings.port)
+            except ListenError as exc:
+                self._close_sockets()
+                raise ServiceError(str(exc)) from None
+            self.listeners.append(Listener(name, tls, http, sockets, handler))
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        with self._cut:
+            async with trio.open_nursery() as sessions:
+                async with trio.open_nursery() as acceptors:
+                    for listener in self.listeners:
+                        acceptors.start_soon(self.sessions.accept_loop, listener, sessions)
+                    if interval := sdnotify.watchdog_interval():
+                        acceptors.start_soon(_watchdog, interval)
+                    self._write_status()
+                    for listener in self.listeners:
+                        for host, port in listener.addresses():
+                            log.info("listening: %s on %s:%d", listener.name, host, port)
+                    sdnotify.ready(f"serving {len(self.listeners)} listeners")
+                    task_status.started()
+                    await self._stop.wait()
+                    acceptors.cancel_scope.cancel()
+                sdnotify.stopping()
+                self._close_sockets()
+                grace = self.config.service.shutdown_grace
+                log.info(
+                    "stopping: %d open session(s) get %.0f s to finish", self.sessions.open, grace
+                )
+                self._draining.set()
+                for server in self._http_servers:
+                    await server.drain()
+                sessions.cancel_scope.deadline = trio.current_time() + grace
+
+    async def _signals(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                self.reload()
+            elif not self._stop.is_set():
+                log.info("received %s", signal.Signals(signum).name)
+                self._stop.set()
+            else:
+                log.info(
+                    "received %s again: closing open sessions now", signal.Signals(signum).name
+                )
+                self._cut.cancel()
+
+    def reload(self) -> None:
+        sdnotify.reloading()
+        try:
+            new = configuration.load(self.config.source)
+        except configuration.ConfigError as exc:
+            log.error("reload: %s; keeping the running configuration", exc)
+            sdnotify.ready()
+            return
+        try:
+            self.tls.reload(new.certificate_path, new.private_key_path)
+        except CertificateError as exc:
+            log.error("reload: certificate: %s; keeping the running certificate", exc)
+        if new.listeners != self.config.listeners or new.data_dir != self.config.data_dir:
+            log.warning("reload: changes to listeners and data_dir take effect after a restart")
+        self.config = dataclasses.replace(
+            new, listeners=self.config.listeners, data_dir=self.config.data_dir
+        )
+        logging.getLogger("mailhost").setLevel(self.config.service.log_level.upper())
+        log.info("reloaded configuration and certificate")
+        sdnotify.ready()
+
+    def _close_sockets(self) -> None:
+        for listener in self.listeners:
+            for sock in listener.sockets:
+                sock.socket.close()
+
+    def _write_status(self) -> None:
+        status = {
+            "pid": os.getpid(),
+            "hostname": self.config.hostname,
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "listeners": {
+                listener.name: [f"{host}:{port}" for host, port in listener.addresses()]
+                for listener in self.listeners
+            },
+        }
+        path = self.config.status_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status, indent=2) + "\n")
+        tmp.replace(path)
+
+
+async def _refuse(stream: trio.abc.Stream, info: object, *, protocol: str) -> None:
+    await unavailable.refuse(stream, protocol)
+
+
+async def _watchdog(interval: float) -> None:
+    while True:
+        sdnotify.notify("WATCHDOG=1")
+        await trio.sleep(interval)
+
+
+@contextmanager
+def logging_to_stderr(level: str) -> Iterator[None]:
+    """One line per event; journald adds its own timestamps (JOURNAL_STREAM is set)."""
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if "JOURNAL_STREAM" not in os.environ:
+        fmt = "%(asctime)s " + fmt
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger("mailhost")
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    root.propagate = False
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+
+
+def serve(config_path: Path) -> int:
+    """Run the service until SIGTERM; the CLI's `serve`."""
+    config = configuration.load(config_path)
+    with logging_to_stderr(config.service.log_level):
+        service = Service(config)
+        trio.run(service.run)
+    return 0

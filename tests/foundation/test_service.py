@@ -1,0 +1,229 @@
+"""The real service on loopback: listeners, TLS, signals, sd_notify, start-up errors."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+from harness import Instance, Server, mailhost_argv
+
+# What each listener says before its protocol lands (issue: never a silent close).
+PLAIN_GREETINGS = {
+    "smtp": b"421 ",
+    "submission": b"421 ",
+    "imap": b"* BYE ",
+    "pop3": b"-ERR ",
+}
+TLS_GREETINGS = {"submissions": b"421 ", "imaps": b"* BYE ", "pop3s": b"-ERR "}
+
+
+def _read_line(sock: socket.socket | ssl.SSLSocket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1024)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_every_listener_accepts_and_speaks_its_protocol(server: Server, instance: Instance) -> None:
+    assert set(server.listeners) == {
+        "smtp", "submissions", "submission", "imap", "imaps", "pop3", "pop3s", "https", "http",
+    }  # fmt: skip
+    for name, greeting in PLAIN_GREETINGS.items():
+        with socket.create_connection(server.address(name), timeout=5) as sock:
+            assert _read_line(sock).startswith(greeting), name
+    context = instance.client_context()
+    for name, greeting in TLS_GREETINGS.items():
+        with (
+            socket.create_connection(server.address(name), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="mail.example.test") as tls,
+        ):
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+            assert _read_line(tls).startswith(greeting), name
+
+
+def test_https_serves_the_generated_certificate_with_alpn(
+    server: Server, instance: Instance
+) -> None:
+    context = instance.client_context()
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with (
+        socket.create_connection(server.address("https"), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="autodiscover.example.test") as tls,
+    ):
+        assert tls.selected_alpn_protocol() == "h2"
+    result = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
+         "--cacert", str(instance.certificate()),
+         "--resolve", f"mail.example.test:{server.port('https')}:127.0.0.1",
+         f"https://mail.example.test:{server.port('https')}/Microsoft-Server-ActiveSync"],
+        capture_output=True, text=True, timeout=20, check=True,
+    )  # fmt: skip
+    assert result.stdout == "503 2"
+
+
+def test_plain_http_redirects_to_https_without_asking_for_credentials(server: Server) -> None:
+    result = subprocess.run(
+        ["curl", "-s", "-D", "-", "-o", "/dev/null", "-u", "demo:secret",
+         f"http://127.0.0.1:{server.port('http')}/Microsoft-Server-ActiveSync?Cmd=Sync"],
+        capture_output=True, text=True, timeout=20, check=True,
+    )  # fmt: skip
+    headers = result.stdout.lower()
+    assert headers.startswith("http/1.1 301")
+    assert (
+        f"location: https://127.0.0.1:{server.port('https')}/microsoft-server-activesync?cmd=sync"
+        in headers
+    )
+    assert "www-authenticate" not in headers
+
+
+def test_tls_1_1_and_cbc_suites_are_refused(server: Server) -> None:
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.check_hostname = False
+    old.verify_mode = ssl.CERT_NONE
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    old.set_ciphers("ECDHE-RSA-AES128-SHA256:ECDHE-RSA-AES256-SHA")  # CBC only
+    with (
+        socket.create_connection(server.address("imaps"), timeout=5) as raw,
+        pytest.raises(ssl.SSLError),
+    ):
+        old.wrap_socket(raw)
+    gcm = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    gcm.check_hostname = False
+    gcm.verify_mode = ssl.CERT_NONE
+    gcm.maximum_version = ssl.TLSVersion.TLSv1_2
+    with (
+        socket.create_connection(server.address("imaps"), timeout=5) as raw,
+        gcm.wrap_socket(raw) as tls,
+    ):
+        cipher = tls.cipher()
+        assert cipher is not None
+        assert cipher[0].startswith("ECDHE-") and ("GCM" in cipher[0] or "CHACHA" in cipher[0])
+
+
+def test_sigterm_exits_zero_within_the_grace_period(instance: Instance) -> None:
+    instance.set_config("service", "shutdown_grace", "3.0")
+    server = instance.start()
+    # An idle session keeps its connection open; the grace period bounds the wait.
+    idle = socket.create_connection(server.address("https"), timeout=5)
+    started = time.monotonic()
+    code = server.terminate(timeout=15)
+    elapsed = time.monotonic() - started
+    idle.close()
+    assert code == 0, server.log()
+    assert elapsed < 3.0 + 2.0
+    assert "STOPPING=1" in server.notifications or "stopped" in server.log()
+    assert not (instance.folder / "run" / "mailhost.json").exists()
+
+
+def test_sighup_serves_a_replaced_certificate_to_new_connections(
+    server: Server, instance: Instance
+) -> None:
+    def served_fingerprint() -> bytes:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with (
+            socket.create_connection(server.address("imaps"), timeout=5) as raw,
+            ctx.wrap_socket(raw) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+            assert der is not None
+            return der
+
+    before = served_fingerprint()
+    # A session opened before the reload keeps working.
+    held = instance.client_context().wrap_socket(
+        socket.create_connection(server.address("pop3s"), timeout=5),
+        server_hostname="mail.example.test",
+    )
+    instance.cli(
+        "cert", "generate", "--name", "mail.example.test", "--name", "renewed.example.test"
+    )
+    server.reload()
+    after = served_fingerprint()
+    assert after != before
+    assert _read_line(held).startswith(b"-ERR")
+    held.close()
+    assert "RELOADING=1" in server.notifications
+    assert server.process.poll() is None
+
+
+def test_sighup_with_a_broken_config_keeps_running(server: Server, instance: Instance) -> None:
+    instance.config.write_text(instance.config.read_text() + "\nbogus = 1\n")
+    server.reload()
+    assert server.process.poll() is None
+    assert "unknown key" in server.log()
+    with socket.create_connection(server.address("smtp"), timeout=5) as sock:
+        assert _read_line(sock).startswith(b"421")
+
+
+def _serve_once(instance: Instance) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        mailhost_argv("-c", str(instance.config), "serve"),
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
+def test_port_in_use_is_one_clear_line(instance: Instance) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        instance.set_config("listeners.imap", "port", str(blocker.getsockname()[1]))
+        result = _serve_once(instance)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "imap" in lines[0] and "already in use" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_unreadable_certificate_is_one_clear_line(instance: Instance) -> None:
+    instance.certificate().write_text("not a certificate\n")
+    result = _serve_once(instance)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "server.crt" in result.stderr and "Traceback" not in result.stderr
+    instance.certificate().unlink()
+    result = _serve_once(instance)
+    assert result.returncode != 0
+    assert "No such file" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("listeners.smtp", "port", '"twenty-five"', "listeners.smtp.port: expected an integer"),
+        ("listeners.smtp", "port", "70000", "listeners.smtp.port: 70000 is not a TCP port"),
+        ("service", "shutdown_grace", "true", "service.shutdown_grace: expected a number"),
+    ],
+)
+def test_bad_config_is_one_clear_line(
+    instance: Instance, section: str, key: str, value: str, message: str
+) -> None:
+    instance.set_config(section, key, value)
+    result = _serve_once(instance)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
+
+
+def test_a_disabled_listener_is_not_bound(instance: Instance) -> None:
+    instance.set_config("listeners.pop3", "enabled", "false")
+    with instance.start() as server:
+        assert "pop3" not in server.listeners
+        assert "pop3s" in server.listeners
+
+
+def test_status_reports_the_running_server(server: Server, instance: Instance) -> None:
+    result = instance.cli("status")
+    assert f"pid {server.process.pid}" in result.stdout
+    assert result.stdout.count(" yes") == 9
+    server.terminate()
+    stopped = instance.cli("status", check=False)
+    assert stopped.returncode == 3 and "not running" in stopped.stdout
