@@ -103,6 +103,19 @@ class ServiceSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    failure_delay: float = doc(
+        "seconds before a failed login is answered; grows with the address's recent failures",
+        2.0,
+    )
+    max_failures_per_minute: int = doc(
+        "failed logins from one address, across protocols, before it is refused for a while",
+        10,
+    )
+    max_failures_per_day: int = doc("failed logins from one address in 24 hours, likewise", 50)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     hostname: str = doc("fully qualified name of this server (greetings, certificate)")
     data_dir: Path = doc(
@@ -112,6 +125,7 @@ class Config:
     tls: TlsSettings = doc("certificate and TLS settings", default_factory=TlsSettings)
     service: ServiceSettings = doc("process behaviour", default_factory=ServiceSettings)
     listeners: Listeners = doc("network listeners", default_factory=Listeners)
+    auth: AuthSettings = doc("password logins (every protocol)", default_factory=AuthSettings)
     source: Path = field(default=Path(), compare=False, metadata={"internal": True})
 
     # Paths of the data folder: derived, never configured separately.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import trio
 
-from protocols.connection import ConnectionInfo
+from protocols.connection import ConnectionInfo, Drain
 
 # trio's own list (_highlevel_serve_listeners.py): out of descriptors or memory is a
 # reason to pause accepting, not to stop.
@@ -72,13 +72,13 @@ class Sessions:
         http_context: Callable[[], ssl.SSLContext],
         handshake_timeout: Callable[[], float],
         max_per_peer: Callable[[], int],
-        draining: trio.Event,
+        drain: Drain,
     ) -> None:
         self._mail_context = mail_context
         self._http_context = http_context
         self._handshake_timeout = handshake_timeout
         self._max_per_peer = max_per_peer
-        self.draining = draining
+        self.drain = drain
         self._per_peer: Counter[tuple[str, str]] = Counter()
 
     @property
@@ -135,7 +135,7 @@ class Sessions:
                 local=local,
                 tls=listener.tls == "implicit",
                 tls_context=mail_context,
-                draining=self.draining,
+                drain=self.drain,
                 sessions_from_peer=self._per_peer[key],
                 max_sessions_per_peer=self._max_per_peer(),
             )

@@ -29,6 +29,7 @@ from mailhost import sdnotify
 from mailhost.directory import Directory
 from mailhost.listeners import Handler, Listener, ListenError, Sessions, bind
 from protocols import unavailable, web
+from protocols.connection import Drain
 
 log = logging.getLogger("mailhost.service")
 
@@ -47,7 +48,7 @@ class Service:
         self.directory = Directory(config.directory_path)
         self.listeners: list[Listener] = []
         self._stop = trio.Event()
-        self._draining = trio.Event()
+        self._drain = Drain()
         self._cut = trio.CancelScope()
         self._http_servers: list[web.HttpServer] = []
         self.sessions = Sessions(
@@ -55,7 +56,7 @@ class Service:
             http_context=self.tls.http_context,
             handshake_timeout=lambda: self.config.tls.handshake_timeout,
             max_per_peer=lambda: self.config.service.max_connections_per_address,
-            draining=self._draining,
+            drain=self._drain,
         )
 
     # --- protocol handlers ------------------------------------------------------------
@@ -131,7 +132,7 @@ class Service:
                 log.info(
                     "stopping: %d open session(s) get %.0f s to finish", self.sessions.open, grace
                 )
-                self._draining.set()
+                self._drain.start()
                 for server in self._http_servers:
                     await server.drain()
                 sessions.cancel_scope.deadline = trio.current_time() + grace

@@ -7,10 +7,46 @@ hands the stream plus a `ConnectionInfo` to the protocol's session function.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import trio
+
+
+class Drain:
+    """The server's shutdown as sessions see it.
+
+    A session waiting for its client's next command does so inside `idle()`; when
+    the server starts draining, those waits are cancelled at once, so an idle session
+    can say goodbye in its protocol and close, while a busy one finishes its command.
+    """
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self._idle: set[trio.CancelScope] = set()
+
+    @property
+    def started(self) -> bool:
+        return self.event.is_set()
+
+    def start(self) -> None:
+        self.event.set()
+        for scope in list(self._idle):
+            scope.cancel()
+
+    @contextmanager
+    def idle(self) -> Iterator[trio.CancelScope]:
+        """Wrap a wait for the client; `scope.cancelled_caught` tells that draining began."""
+        scope = trio.CancelScope()
+        if self.event.is_set():
+            scope.cancel()
+        self._idle.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._idle.discard(scope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,8 +57,8 @@ class ConnectionInfo:
     tls: bool  # the stream is already TLS (implicit-TLS listener)
     # Contexts for STARTTLS: a callable so a certificate reload reaches new handshakes.
     tls_context: Callable[[], ssl.SSLContext]
-    # Set when the server is shutting down: finish the current command, then say goodbye.
-    draining: trio.Event
+    # The server's shutdown: finish the current command, then say goodbye.
+    drain: Drain
     # Sessions this peer address holds on this listener, this one included.
     sessions_from_peer: int
     max_sessions_per_peer: int

@@ -52,7 +52,7 @@ class HttpServer:
         self.secure = secure
 
     async def serve(self, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
-        if info.draining.is_set():
+        if info.drain.started:
             await self._context.terminated.set()
         server = TCPServer(self._app, self._config, self._context, {}, stream)  # type: ignore[arg-type]
         await server.run()
