@@ -24,6 +24,8 @@ from mailhost import config as configuration
 from mailhost import passwords
 from mailhost.addresses import AddressError
 from mailhost.directory import Directory, DirectoryError, DomainType, User
+from store.errors import StoreError
+from store.store import Store
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -88,7 +90,12 @@ def _read_password(args: argparse.Namespace, *, generate: bool) -> tuple[str, bo
     return first, False
 
 
-def _user_row(directory: Directory, user: User) -> dict[str, Any]:
+def _store(args: argparse.Namespace) -> Store:
+    return Store(_load(args).mailboxes_dir)
+
+
+def _user_row(directory: Directory, user: User, store: Store | None = None) -> dict[str, Any]:
+    quota = store.open_mailbox(user.guid).quota() if store is not None else None
     return {
         "address": user.primary_address,
         "alias": user.alias,
@@ -97,7 +104,8 @@ def _user_row(directory: Directory, user: User) -> dict[str, Any]:
         "surname": user.surname,
         "addresses": directory.addresses_of(user.id),
         "address_policy": user.address_policy,
-        "quota_bytes": user.quota_bytes,
+        "quota_bytes": None if quota is None else quota.limit,
+        "used_bytes": None if quota is None else quota.usage,
         "mailbox": user.guid,
     }
 
@@ -261,7 +269,7 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 def cmd_user_show(args: argparse.Namespace) -> int:
     directory = _directory(args)
-    row = _user_row(directory, directory.user(args.address))
+    row = _user_row(directory, directory.user(args.address), _store(args))
     if args.json:
         print(json.dumps(row, indent=2))
         return EXIT_OK
@@ -294,7 +302,8 @@ def cmd_user_set(args: argparse.Namespace) -> int:
     if args.quota is None:
         raise CliError("nothing to set (try --quota)")
     quota = _parse_size(args.quota)
-    user = directory.set_quota(args.address, quota)
+    user = directory.user(args.address)
+    _store(args).open_mailbox(user.guid).set_quota(quota)
     shown = "unlimited" if quota is None else f"{quota} bytes"
     print(f"quota of {user.primary_address}: {shown}")
     return EXIT_OK
@@ -559,6 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         DirectoryError,
         AddressError,
         CertificateError,
+        StoreError,
     ) as exc:
         print(f"mailhost: {exc}", file=sys.stderr)
         return EXIT_ERROR

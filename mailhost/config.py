@@ -113,6 +113,23 @@ class AuthSettings:
         10,
     )
     max_failures_per_day: int = doc("failed logins from one address in 24 hours, likewise", 50)
+    plaintext_on_loopback: bool = doc(
+        "allow passwords without TLS from 127.0.0.0/8 and ::1 (IMAP, POP3); never elsewhere",
+        False,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    max_message_size: int = doc(
+        "largest message accepted, in bytes (advertised with SIZE)", 25 * 1024 * 1024
+    )
+    max_recipients: int = doc("recipients per message (RFC 5321 asks for at least 100)", 1000)
+    anonymous_on_default: bool = doc(
+        "the Default connector (port 25) takes mail from anyone for accepted domains "
+        "(Exchange's AnonymousUsers permission group); false: authenticated senders only",
+        True,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +143,7 @@ class Config:
     service: ServiceSettings = doc("process behaviour", default_factory=ServiceSettings)
     listeners: Listeners = doc("network listeners", default_factory=Listeners)
     auth: AuthSettings = doc("password logins (every protocol)", default_factory=AuthSettings)
+    smtp: SmtpConfig = doc("SMTP receive connectors", default_factory=SmtpConfig)
     source: Path = field(default=Path(), compare=False, metadata={"internal": True})
 
     # Paths of the data folder: derived, never configured separately.
@@ -136,6 +154,11 @@ class Config:
     @property
     def mailboxes_dir(self) -> Path:
         return self.data_dir / "mailboxes"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Messages being received or staged for delivery (same file system as the store)."""
+        return self.data_dir / "spool"
 
     @property
     def queue_dir(self) -> Path:
@@ -202,6 +225,8 @@ def _check(config: Config) -> None:
         raise ConfigError(f"{where}: service.shutdown_grace: must not be negative")
     if config.service.max_connections_per_address < 1:
         raise ConfigError(f"{where}: service.max_connections_per_address: must be at least 1")
+    if config.smtp.max_message_size < 1024 or config.smtp.max_recipients < 1:
+        raise ConfigError(f"{where}: smtp: max_message_size >= 1024 and max_recipients >= 1")
     for name, listener in config.listeners.items():
         if not 0 <= listener.port <= 65535:
             raise ConfigError(f"{where}: listeners.{name}.port: {listener.port} is not a TCP port")

@@ -62,7 +62,6 @@ class User:
     surname: str
     password_hash: str
     address_policy: bool  # whether address policies manage this user's addresses
-    quota_bytes: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +96,6 @@ CREATE TABLE IF NOT EXISTS users(
     surname TEXT NOT NULL,
     password_hash TEXT NOT NULL,
     address_policy INTEGER NOT NULL DEFAULT 1,
-    quota_bytes INTEGER,
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS addresses(
@@ -117,7 +115,7 @@ CREATE TABLE IF NOT EXISTS address_policies(
 
 _USER_COLUMNS = (
     "id, guid, primary_address, alias, display_name, given_name, surname, "
-    "password_hash, address_policy, quota_bytes"
+    "password_hash, address_policy"
 )
 
 
@@ -327,16 +325,6 @@ class Directory:
         with self._transaction() as db:
             db.execute("UPDATE users SET password_hash=? WHERE id=?", (password_hash, user.id))
 
-    def set_quota(self, address: str, quota_bytes: int | None) -> User:
-        if quota_bytes is not None and quota_bytes < 0:
-            raise DirectoryError("quota: must not be negative")
-        user = self.user(address)
-        with self._transaction() as db:
-            db.execute("UPDATE users SET quota_bytes=? WHERE id=?", (quota_bytes, user.id))
-        updated = self.user_by_id(user.id)
-        assert updated is not None
-        return updated
-
     def remove_user(self, address: str) -> User:
         user = self.user(address)
         with self._transaction() as db:
@@ -538,7 +526,6 @@ class Directory:
 
 
 def _user(row: Sequence[object]) -> User:
-    quota = row[9]
     return User(
         id=int(str(row[0])),
         guid=str(row[1]),
@@ -549,7 +536,6 @@ def _user(row: Sequence[object]) -> User:
         surname=str(row[6]),
         password_hash=str(row[7]),
         address_policy=bool(row[8]),
-        quota_bytes=None if quota is None else int(str(quota)),
     )
 
 

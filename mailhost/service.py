@@ -26,10 +26,23 @@ import trio
 from certs.tls import CertificateError, TlsProvider
 from mailhost import config as configuration
 from mailhost import sdnotify
+from mailhost.auth import Authenticator
 from mailhost.directory import Directory
 from mailhost.listeners import Handler, Listener, ListenError, Sessions, bind
+from mailhost.routing import DirectoryRouting
 from protocols import unavailable, web
-from protocols.connection import Drain
+from protocols.connection import ConnectionInfo, Drain
+from protocols.pop3.maildrop import StoreMaildrops
+from protocols.pop3.session import MaildropLocks, Pop3Settings, serve_pop3
+from protocols.smtp.backend import BackendSettings, HubBackend
+from protocols.smtp.session import (
+    ClientConnectionLimiter,
+    ConnectorKind,
+    SmtpSettings,
+    serve_smtp,
+)
+from store.store import Store
+from transport.hub import Hub
 
 log = logging.getLogger("mailhost.service")
 
@@ -46,6 +59,16 @@ class Service:
         except CertificateError as exc:
             raise ServiceError(f"certificate: {exc}") from None
         self.directory = Directory(config.directory_path)
+        self.store = Store(config.mailboxes_dir, hostname=config.hostname)
+        self.auth = Authenticator(self.directory, lambda: self.config.auth)
+        self.hub = Hub(DirectoryRouting(self.directory), self.store, spool_dir=config.spool_dir)
+        self.smtp_backend = HubBackend(
+            self.hub, self.auth, BackendSettings(hostname=config.hostname)
+        )
+        # One count of concurrent sessions per client address across the SMTP listeners.
+        self.smtp_limiter = ClientConnectionLimiter(config.service.max_connections_per_address)
+        self.pop3_locks = MaildropLocks()
+        self.maildrops = StoreMaildrops(self.store)
         self.listeners: list[Listener] = []
         self._stop = trio.Event()
         self._drain = Drain()
@@ -71,9 +94,49 @@ class Service:
             server = web.HttpServer(app, secure=name == "https")
             self._http_servers.append(server)
             return server.serve, True
-        protocol = {"submissions": "smtp", "submission": "smtp", "imaps": "imap", "pop3s": "pop3"}
+        if name in ("smtp", "submission", "submissions"):
+            return functools.partial(self._serve_smtp, name), False
+        if name in ("pop3", "pop3s"):
+            return self._serve_pop3, False
+        protocol = {"imaps": "imap"}
         refuse = functools.partial(_refuse, protocol=protocol.get(name, name))
         return refuse, False
+
+    def _smtp_settings(self, name: str) -> SmtpSettings:
+        cfg = self.config
+        return SmtpSettings(
+            hostname=cfg.hostname,
+            connector=ConnectorKind.DEFAULT if name == "smtp" else ConnectorKind.CLIENT,
+            implicit_tls=name == "submissions",
+            anonymous_allowed=name == "smtp" and cfg.smtp.anonymous_on_default,
+            max_message_size=cfg.smtp.max_message_size,
+            max_recipients=cfg.smtp.max_recipients,
+            spool_directory=str(cfg.spool_dir),
+        )
+
+    async def _serve_smtp(self, name: str, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
+        await serve_smtp(
+            stream,
+            info.peer,
+            settings=self._smtp_settings(name),
+            backend=self.smtp_backend,
+            tls_context=info.tls_context,
+            draining=info.drain.event,
+            limiter=self.smtp_limiter,
+        )
+
+    async def _serve_pop3(self, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
+        await serve_pop3(
+            stream,
+            info,
+            settings=Pop3Settings(
+                hostname=self.config.hostname,
+                plaintext_on_loopback=self.config.auth.plaintext_on_loopback,
+            ),
+            checker=self.auth,
+            maildrops=self.maildrops,
+            locks=self.pop3_locks,
+        )
 
     def _https_port(self) -> int:
         for listener in self.listeners:
@@ -94,6 +157,7 @@ class Service:
         finally:
             self._close_sockets()
             self.config.status_path.unlink(missing_ok=True)
+            self.store.close()
             self.directory.close()
         log.info("stopped")
 

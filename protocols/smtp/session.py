@@ -608,6 +608,10 @@ class _Session:
         if scope.cancelled_caught:
             self._log(logging.INFO, "TLS handshake timed out")
             return False
+        self._tls_established(tls_stream)
+        return True
+
+    def _tls_established(self, tls_stream: trio.SSLStream[trio.abc.Stream]) -> None:
         self.stream = tls_stream
         cipher = tls_stream.cipher()
         self.tls = TlsInfo(
@@ -616,7 +620,6 @@ class _Session:
             bits=cipher[2] if cipher else None,
         )
         self._log(logging.DEBUG, "TLS established: %s %s", self.tls.version, self.tls.cipher)
-        return True
 
     async def aclose(self) -> None:
         await self._drop_spool()
@@ -659,7 +662,13 @@ class _Session:
                 await self._close_with(Reply(421, "4.3.0", "Internal error, closing connection"))
 
     async def _serve(self, over_limit: bool) -> None:
-        if self.settings.implicit_tls:
+        if isinstance(self.stream, trio.SSLStream) and self.stream.version():
+            # The listener completed implicit TLS before handing the stream over.
+            self._tls_established(self.stream)
+            self.conn = ServerConnection(
+                extensions=self._extensions(), limits=self.settings.limits(), tls_active=True
+            )
+        elif self.settings.implicit_tls:
             context = self._current_tls_context()
             if context is None:
                 self._log(logging.WARNING, "implicit TLS without a certificate, closing")

@@ -8,7 +8,11 @@ and reads the ports the kernel chose from the status file.
 
 from __future__ import annotations
 
+import email
+import email.message
+import email.policy
 import json
+import mailbox
 import os
 import re
 import secrets
@@ -18,6 +22,7 @@ import ssl
 import subprocess
 import sys
 import time
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -81,12 +86,34 @@ class Instance:
             raise KeyError(f"{section}.{key}")
         self.config.write_text("\n".join(lines) + "\n")
 
+    def mailbox_dir(self, address: str) -> Path:
+        """The maildir++ root (the Inbox) of the user owning `address`."""
+        shown = json.loads(self.cli("user", "show", address, "--json").stdout)
+        return self.folder / "mailboxes" / shown["mailbox"]
+
+    def inbox(self, address: str) -> list[email.message.EmailMessage]:
+        """The Inbox read by Python's own maildir reader (not ours), oldest first."""
+        folder = mailbox.Maildir(self.mailbox_dir(address), factory=None, create=False)
+        messages = []
+        for key in sorted(folder.keys()):
+            with folder.get_file(key) as f:
+                parsed = email.message_from_binary_file(f, policy=email.policy.default)
+            messages.append(typing.cast(email.message.EmailMessage, parsed))
+        return messages
+
+    def add_user(self, address: str, password: str = "secret-pw") -> str:
+        self.cli("user", "add", address, "--password-stdin", input=password + "\n")
+        return password
+
     def certificate(self) -> Path:
         return self.folder / "certs" / "server.crt"
 
-    def client_context(self) -> ssl.SSLContext:
-        """A client context that trusts this instance's certificate (and checks its name)."""
+    def client_context(self, *, check_hostname: bool = True) -> ssl.SSLContext:
+        """A client context that trusts only this instance's certificate. Clients that
+        connect to 127.0.0.1 and cannot be told the server's name (smtplib, imaplib,
+        poplib use the address) verify the chain without the name check."""
         ctx = ssl.create_default_context(cafile=str(self.certificate()))
+        ctx.check_hostname = check_hostname
         return ctx
 
     def start(self, env: Mapping[str, str] | None = None) -> Server:

@@ -1,0 +1,231 @@
+"""The SMTP policy over the hub transport: the one place hub verdicts become SMTP replies.
+
+Multi-recipient replies: SMTP has one reply for DATA (LMTP's per-recipient replies are
+not available), so the rule is
+- every copy durable (local mailbox or queue): `250`;
+- every copy failed: the worst class wins (`452 4.2.2` if a mailbox was full, `451`
+  otherwise; `554` if all failed for good), and the client keeps the message;
+- some landed, some failed temporarily: the failed copies go to the queue, which
+  retries local delivery and bounces with a DSN when its lifetime ends, and the reply
+  is `250`; without a queue the reply is `451` and the client retries (a copy may then
+  arrive twice, which RFC 5321 6.1 prefers to losing one).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from protocols.auth import LoginOutcome, PasswordChecker
+from protocols.smtp.address import Address
+from protocols.smtp.esmtp import MailParams, RcptParams
+from protocols.smtp.replies import Reply
+from protocols.smtp.sasl import Credentials
+from protocols.smtp.session import (
+    AuthResult,
+    ConnectorKind,
+    Envelope,
+    EnvelopeRecipient,
+    MessageContent,
+    SessionState,
+)
+from transport import headers
+from transport.hub import (
+    MAX_RECEIVED_FIELDS,
+    DeliveryReport,
+    Hub,
+    Route,
+    RoutedRecipient,
+    Verdict,
+)
+
+log = logging.getLogger("mailhost.smtp")
+
+# Verdicts at RCPT time and their replies (RFC 3463 enhanced codes).
+RCPT_REPLIES: dict[Verdict, tuple[int, str, str]] = {
+    Verdict.UNKNOWN_USER: (550, "5.1.1", "Recipient address rejected: no such user here"),
+    Verdict.RELAY_DENIED: (554, "5.7.1", "Relay access denied"),
+    Verdict.NO_ROUTE: (550, "5.4.4", "Unable to route: no send connector covers this domain"),
+    Verdict.OVER_QUOTA: (452, "4.2.2", "Mailbox full"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    hostname: str
+
+
+class HubBackend:
+    """`SmtpBackend` for every receive connector, bound to one hub and one authenticator."""
+
+    def __init__(self, hub: Hub, checker: PasswordChecker, settings: BackendSettings) -> None:
+        self.hub = hub
+        self.checker = checker
+        self.settings = settings
+        self._limiter = trio.CapacityLimiter(8)  # concurrent deliveries doing disk work
+
+    async def authenticate(self, session: SessionState, credentials: Credentials) -> AuthResult:
+        if credentials.authzid and credentials.authzid.lower() != credentials.authcid.lower():
+            # Acting as someone else needs an administrator role we do not have (item 25).
+            return AuthResult(None, Reply(535, "5.7.8", "Authorization identity refused"))
+        login = await self.checker.authenticate(
+            credentials.authcid, credentials.password, peer=session.peer[0], protocol="smtp"
+        )
+        if login.outcome is LoginOutcome.THROTTLED:
+            return AuthResult(
+                None, Reply(454, "4.7.0", "Too many failed logins from your address; try later")
+            )
+        if not login.ok or login.account is None:
+            return AuthResult(None)
+        return AuthResult(login.account.address)
+
+    async def check_sender(
+        self, session: SessionState, sender: Address | None, params: MailParams
+    ) -> Reply | None:
+        if session.auth_user is None:
+            return None
+        address = None if sender is None else _address_key(sender)
+        allowed = await trio.to_thread.run_sync(self.hub.sender_allowed, session.auth_user, address)
+        if not allowed:
+            shown = "<>" if sender is None else sender.path()
+            log.info(
+                "refused sender %s for authenticated user %s from %s",
+                shown,
+                session.auth_user,
+                session.peer[0],
+            )
+            return Reply(553, "5.7.1", f"Sender address {shown} is not owned by the logged-in user")
+        return None
+
+    async def check_recipient(
+        self, session: SessionState, recipient: Address, params: RcptParams
+    ) -> Reply | None:
+        route = await trio.to_thread.run_sync(self._route, session, recipient)
+        if route.accepted:
+            return None
+        code, enhanced, text = RCPT_REPLIES[route.verdict]
+        log.info(
+            "refused recipient %s from %s: %s",
+            recipient.path(),
+            session.peer[0],
+            route.reason or route.verdict.value,
+        )
+        return Reply(code, enhanced, text)
+
+    def _route(self, session: SessionState, recipient: Address) -> Route:
+        size = session.mail_params.size if session.mail_params else None
+        return self.hub.route(
+            _address_key(recipient), authenticated=session.auth_user is not None, size=size
+        )
+
+    async def deliver(self, envelope: Envelope, message: MessageContent) -> Reply:
+        message_id = secrets.token_hex(8).upper()
+        header = await trio.to_thread.run_sync(_header_of, message)
+        if headers.count_fields(header, b"received") >= MAX_RECEIVED_FIELDS:
+            # RFC 5321 6.3: too many hops is a loop.
+            log.info("refused id=%s from %s: mail loop", message_id, envelope.client[0])
+            return Reply(554, "5.4.6", "Too many Received headers: mail loop")
+        prefix = self._trace(envelope, message_id, header)
+        content: bytes | Path = (
+            message.data if message.data is not None else Path(str(message.path))
+        )
+        sender = None if envelope.sender is None else str(envelope.sender)
+
+        def route_and_deliver() -> DeliveryReport:
+            recipients = [self._routed(envelope, rcpt) for rcpt in envelope.recipients]
+            return self.hub.deliver(
+                content, prefix=prefix, sender=sender, recipients=recipients, message_id=message_id
+            )
+
+        async with self._limiter:
+            report = await trio.to_thread.run_sync(route_and_deliver)
+        return self._reply(envelope, message, report)
+
+    def _routed(self, envelope: Envelope, rcpt: EnvelopeRecipient) -> RoutedRecipient:
+        address = _address_key(rcpt.address)
+        route = self.hub.route(address, authenticated=envelope.auth_user is not None)
+        notify = tuple(sorted(n.value for n in rcpt.params.notify)) if rcpt.params.notify else ()
+        orcpt = rcpt.params.orcpt
+        return RoutedRecipient(
+            address, route, notify, f"{orcpt.addr_type};{orcpt.address}" if orcpt else None
+        )
+
+    def _trace(self, envelope: Envelope, message_id: str, header: bytes) -> bytes:
+        """Received: for this hop, and for submissions the Message-ID and Date a mail
+        program left out (RFC 6409 8.2, 8.3)."""
+        lines = [_received(envelope, message_id)]
+        if envelope.connector is ConnectorKind.CLIENT:
+            if not headers.has_field(header, b"message-id"):
+                lines.append(f"Message-ID: <{secrets.token_hex(12)}@{envelope.hostname}>\r\n")
+            if not headers.has_field(header, b"date"):
+                lines.append(f"Date: {email.utils.formatdate(envelope.received_at)}\r\n")
+        return "".join(lines).encode("utf-8")
+
+    def _reply(self, envelope: Envelope, message: MessageContent, report: DeliveryReport) -> Reply:
+        sender = "<>" if envelope.sender is None else envelope.sender.path()
+        tls = f"{envelope.tls.version}" if envelope.tls else "none"
+        results = [(a, "delivered") for a in report.delivered]
+        results += [(a, "queued") for a in report.queued]
+        results += [(a, f"deferred ({r})") for a, r in report.temporary.items()]
+        results += [(a, f"deferred, mailbox full ({r})") for a, r in report.quota.items()]
+        results += [(a, f"failed ({r})") for a, r in report.permanent.items()]
+        for address, result in results:
+            log.info(
+                "message id=%s client=%s sender=%s rcpt=<%s> result=%s size=%d tls=%s auth=%s",
+                report.message_id,
+                envelope.client[0],
+                sender,
+                address,
+                result,
+                message.size,
+                tls,
+                envelope.auth_user or "-",
+            )
+        if not report.failed:
+            return Reply(250, "2.0.0", f"Ok: queued as {report.message_id}")
+        if report.landed:
+            # todo(issue 5): hand the failed copies to the queue for local retry, then 250.
+            return Reply(451, "4.3.0", "Some recipients could not take the message; try again")
+        if report.temporary:
+            return Reply(451, "4.3.0", "Temporary failure writing the message; try again later")
+        if report.quota:
+            return Reply(452, "4.2.2", "Mailbox full")
+        return Reply(554, "5.3.0", "Message refused by the mail store")
+
+
+def _address_key(address: Address) -> str:
+    """local@domain with the domain folded to lower case (the local part kept)."""
+    return f"{address.local_part}@{address.domain_key}"
+
+
+def _header_of(message: MessageContent) -> bytes:
+    if message.data is not None:
+        return headers.header_block(message.data)
+    return headers.read_header_block(Path(str(message.path)))
+
+
+def _received(envelope: Envelope, message_id: str) -> str:
+    """RFC 5321 4.4 trace field, Postfix's layout; the HELO name is sanitised for the
+    comment and nothing the client sent goes in unquoted."""
+    helo = "".join(c if c.isalnum() or c in ".-_:[]" else "?" for c in envelope.helo)[:255]
+    parts = [f"Received: from {helo or 'unknown'} ([{envelope.client[0]}])"]
+    if envelope.tls is not None:
+        bits = f" ({envelope.tls.bits} bits)" if envelope.tls.bits else ""
+        parts.append(f"\t(using {envelope.tls.version} with cipher {envelope.tls.cipher}{bits})")
+    if envelope.auth_user:
+        parts.append(f"\t(authenticated sender: {envelope.auth_user})")
+    by = f"\tby {envelope.hostname} (mailhost) with {envelope.protocol} id {message_id}"
+    if len(envelope.recipients) == 1:
+        parts.append(by)
+        parts.append(f"\tfor {envelope.recipients[0].address.path()};")
+    else:
+        parts.append(by + ";")
+    date = email.utils.formatdate(envelope.received_at or time.time())
+    parts[-1] += f" {date}"
+    return "\r\n".join(parts) + "\r\n"

@@ -1,0 +1,296 @@
+"""The hub transport: where every recipient is decided and every local copy is made.
+
+At RCPT time `route` classifies a recipient by accepted domain (Exchange's three
+kinds) and resolves it through the directory (addresses, aliases, policies):
+- authoritative domain: a mailbox here, or refused at once (no backscatter);
+- internal relay: a mailbox here if there is one, otherwise relayed (another server
+  hosts the rest of the domain);
+- external relay: always relayed;
+- any other domain: relayed for authenticated senders only; for anyone else it is the
+  open-relay question, and the answer is no.
+`deliver` writes each message once and links it into every local recipient's Inbox
+before it returns (the durability rule: the caller acknowledges only afterwards), and
+hands remote recipients to the outbound queue.
+The hub decides in protocol-neutral terms; SMTP, ActiveSync SendMail and the queue
+map its verdicts to their own replies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from store.errors import QuotaExceeded, TemporaryFailure
+from store.model import DeliveryResult
+from store.store import Store
+
+log = logging.getLogger("mailhost.hub")
+
+# Postfix hopcount_limit; RFC 5321 6.3 asks for at least 100... as a minimum to
+# *tolerate*; 50 is the Postfix default and catches loops sooner.
+MAX_RECEIVED_FIELDS = 50
+
+
+class DomainKind(StrEnum):
+    AUTHORITATIVE = "authoritative"
+    INTERNAL_RELAY = "internal-relay"
+    EXTERNAL_RELAY = "external-relay"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalRecipient:
+    mailbox_id: str
+    owner: str  # the owner's primary address
+
+
+class HubDirectory(Protocol):
+    """What the hub reads from the directory (the application adapts its own)."""
+
+    def domain_kind(self, domain: str) -> DomainKind | None: ...
+
+    def local_recipient(self, address: str) -> LocalRecipient | None: ...
+
+    def addresses_of(self, owner: str) -> tuple[str, ...]:
+        """Every address of the user whose primary address is `owner`."""
+        ...
+
+
+class RemoteQueue(Protocol):
+    def can_route(self, domain: str) -> bool:
+        """Whether a send connector covers `domain`."""
+        ...
+
+    def enqueue(
+        self, message: bytes | Path, *, sender: str | None, recipients: Sequence[RoutedRecipient]
+    ) -> str:
+        """Durably queue the message for `recipients`; returns the queue id."""
+        ...
+
+
+class Verdict(StrEnum):
+    LOCAL = "local"
+    REMOTE = "remote"
+    UNKNOWN_USER = "unknown-user"  # authoritative domain, no such address
+    RELAY_DENIED = "relay-denied"  # not ours, and the sender is anonymous
+    NO_ROUTE = "no-route"  # remote, but no send connector covers it
+    OVER_QUOTA = "over-quota"  # the declared size does not fit
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    verdict: Verdict
+    local: LocalRecipient | None = None
+    reason: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict in (Verdict.LOCAL, Verdict.REMOTE)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedRecipient:
+    address: str  # as the sender wrote it (local part kept; domain lower-cased)
+    route: Route
+    notify: tuple[str, ...] = ()  # RFC 3461 NOTIFY values
+    orcpt: str | None = None  # RFC 3461 ORCPT, "type;address"
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    """What happened to each recipient of one message."""
+
+    message_id: str
+    delivered: list[str] = field(default_factory=list)
+    queued: list[str] = field(default_factory=list)
+    temporary: dict[str, str] = field(default_factory=dict)  # address -> reason
+    quota: dict[str, str] = field(default_factory=dict)
+    permanent: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def landed(self) -> bool:
+        return bool(self.delivered or self.queued)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.temporary or self.quota or self.permanent)
+
+
+def new_message_id() -> str:
+    return secrets.token_hex(8).upper()
+
+
+class Hub:
+    def __init__(
+        self,
+        directory: HubDirectory,
+        store: Store,
+        *,
+        spool_dir: Path,
+        queue: RemoteQueue | None = None,
+    ) -> None:
+        self.directory = directory
+        self.store = store
+        self.spool_dir = spool_dir
+        self.queue = queue
+        spool_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- at RCPT time ---------------------------------------------------------------------
+
+    def route(self, address: str, *, authenticated: bool, size: int | None = None) -> Route:
+        """Decide what happens to mail for `address` (local@domain, domain lower-cased)."""
+        local_part, _, domain = address.rpartition("@")
+        if not local_part or not domain or domain.startswith("["):
+            # An address literal is never one of our domains (RFC 2505 2.6).
+            return self._foreign(domain, authenticated)
+        kind = self.directory.domain_kind(domain)
+        if kind is None:
+            return self._foreign(domain, authenticated)
+        if kind is not DomainKind.EXTERNAL_RELAY:
+            mailbox = self.directory.local_recipient(address)
+            if mailbox is not None:
+                return self._local(mailbox, size)
+            if kind is DomainKind.AUTHORITATIVE:
+                return Route(Verdict.UNKNOWN_USER, reason=f"no mailbox for {address}")
+        return self._relay(domain)
+
+    def _local(self, mailbox: LocalRecipient, size: int | None) -> Route:
+        if size is not None:
+            # RFC 1870: with SIZE declared, a message that cannot fit is refused at RCPT.
+            quota = self.store.open_mailbox(mailbox.mailbox_id).quota()
+            if quota.limit is not None and quota.usage + size > quota.limit:
+                return Route(Verdict.OVER_QUOTA, mailbox, f"mailbox of {mailbox.owner} is full")
+        return Route(Verdict.LOCAL, mailbox)
+
+    def _foreign(self, domain: str, authenticated: bool) -> Route:
+        if not authenticated:
+            return Route(Verdict.RELAY_DENIED, reason=f"relay to {domain or 'that address'} denied")
+        return self._relay(domain)
+
+    def _relay(self, domain: str) -> Route:
+        if self.queue is None or not self.queue.can_route(domain):
+            return Route(Verdict.NO_ROUTE, reason=f"no send connector covers {domain}")
+        return Route(Verdict.REMOTE)
+
+    def sender_allowed(self, owner: str, sender: str | None) -> bool:
+        """An authenticated user may send only as one of their own addresses."""
+        if sender is None:
+            return False
+        return sender.lower() in self.directory.addresses_of(owner)
+
+    # --- after DATA -----------------------------------------------------------------------
+
+    def deliver(
+        self,
+        message: bytes | Path,
+        *,
+        prefix: bytes,
+        sender: str | None,
+        recipients: Sequence[RoutedRecipient],
+        message_id: str | None = None,
+    ) -> DeliveryReport:
+        """Deliver `prefix` + `message` (trace fields + the message as received) to every
+        recipient. Blocking: run it in a worker thread. Returns once each local copy is
+        fsynced in its mailbox and each remote one is durably queued."""
+        report = DeliveryReport(message_id or new_message_id())
+        local = [r for r in recipients if r.route.verdict is Verdict.LOCAL and r.route.local]
+        remote = [r for r in recipients if r.route.verdict is Verdict.REMOTE]
+        if local:
+            # RFC 5321 4.4: the delivering MTA adds Return-Path with the envelope sender.
+            return_path = b"Return-Path: <" + (sender or "").encode("utf-8") + b">\r\n"
+            self._deliver_local(report, return_path + prefix, message, local)
+        if remote:
+            self._queue_remote(report, prefix, message, sender, remote)
+        return report
+
+    def _deliver_local(
+        self,
+        report: DeliveryReport,
+        prefix: bytes,
+        message: bytes | Path,
+        recipients: Sequence[RoutedRecipient],
+    ) -> None:
+        by_mailbox: dict[str, list[str]] = {}
+        for recipient in recipients:
+            assert recipient.route.local is not None
+            by_mailbox.setdefault(recipient.route.local.mailbox_id, []).append(recipient.address)
+        staged: Path | None = None
+        try:
+            if isinstance(message, bytes):
+                content: bytes | Path = prefix + message
+            else:
+                staged = self._stage(prefix, message)
+                content = staged
+            results = self.store.deliver(content, list(by_mailbox))
+        except OSError as exc:
+            for addresses in by_mailbox.values():
+                for address in addresses:
+                    report.temporary[address] = f"cannot stage the message: {exc.strerror}"
+            return
+        finally:
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+        for result in results:
+            self._record(report, result, by_mailbox[result.mailbox_id])
+
+    def _stage(self, prefix: bytes, message: Path) -> Path:
+        """prefix + the spooled file, as one new file next to the store (one copy)."""
+        path = self.spool_dir / f"deliver-{new_message_id()}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as out, message.open("rb") as src:
+                out.write(prefix)
+                shutil.copyfileobj(src, out, 1024 * 1024)
+        finally:
+            os.close(fd)
+        return path
+
+    @staticmethod
+    def _record(report: DeliveryReport, result: DeliveryResult, addresses: list[str]) -> None:
+        for address in addresses:
+            if result.ok:
+                report.delivered.append(address)
+            elif isinstance(result.error, QuotaExceeded):
+                report.quota[address] = str(result.error)
+            elif isinstance(result.error, TemporaryFailure):
+                report.temporary[address] = str(result.error)
+            else:
+                report.permanent[address] = str(result.error)
+
+    def _queue_remote(
+        self,
+        report: DeliveryReport,
+        prefix: bytes,
+        message: bytes | Path,
+        sender: str | None,
+        recipients: Sequence[RoutedRecipient],
+    ) -> None:
+        assert self.queue is not None
+        staged: Path | None = None
+        try:
+            if isinstance(message, bytes):
+                content: bytes | Path = prefix + message
+            else:
+                staged = self._stage(prefix, message)
+                content = staged
+            queue_id = self.queue.enqueue(content, sender=sender, recipients=recipients)
+        except OSError as exc:
+            for recipient in recipients:
+                report.temporary[recipient.address] = f"cannot queue: {exc.strerror or exc}"
+            return
+        finally:
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+        report.queued.extend(r.address for r in recipients)
+        log.info(
+            "queued id=%s as %s for %d remote recipient(s)",
+            report.message_id,
+            queue_id,
+            len(recipients),
+        )
