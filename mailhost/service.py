@@ -30,8 +30,9 @@ from mailhost.auth import Authenticator
 from mailhost.directory import Directory
 from mailhost.listeners import Handler, Listener, ListenError, Sessions, bind
 from mailhost.routing import DirectoryRouting
-from protocols import unavailable, web
+from protocols import web
 from protocols.connection import ConnectionInfo, Drain
+from protocols.imap.server import ImapSettings, serve_imap
 from protocols.pop3.maildrop import StoreMaildrops
 from protocols.pop3.session import MaildropLocks, Pop3Settings, serve_pop3
 from protocols.smtp.backend import BackendSettings, HubBackend
@@ -98,9 +99,9 @@ class Service:
             return functools.partial(self._serve_smtp, name), False
         if name in ("pop3", "pop3s"):
             return self._serve_pop3, False
-        protocol = {"imaps": "imap"}
-        refuse = functools.partial(_refuse, protocol=protocol.get(name, name))
-        return refuse, False
+        if name in ("imap", "imaps"):
+            return self._serve_imap, False
+        raise AssertionError(f"no handler for listener {name}")  # pragma: no cover
 
     def _smtp_settings(self, name: str) -> SmtpSettings:
         cfg = self.config
@@ -123,6 +124,18 @@ class Service:
             tls_context=info.tls_context,
             draining=info.drain.event,
             limiter=self.smtp_limiter,
+        )
+
+    async def _serve_imap(self, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
+        await serve_imap(
+            stream,
+            info,
+            settings=ImapSettings(
+                hostname=self.config.hostname,
+                plaintext_on_loopback=self.config.auth.plaintext_on_loopback,
+            ),
+            checker=self.auth,
+            store=self.store,
         )
 
     async def _serve_pop3(self, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
@@ -255,10 +268,6 @@ class Service:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(status, indent=2) + "\n")
         tmp.replace(path)
-
-
-async def _refuse(stream: trio.abc.Stream, info: object, *, protocol: str) -> None:
-    await unavailable.refuse(stream, protocol)
 
 
 async def _watchdog(interval: float) -> None:
