@@ -133,6 +133,36 @@ class SmtpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ActiveSyncConfig:
+    external_url: str = doc(
+        "URL phones are given by Autodiscover; empty: https://<hostname>[:port]"
+        "/Microsoft-Server-ActiveSync",
+        "",
+    )
+    internal_url: str = doc("URL for clients inside the network (empty: none)", "")
+    netbios_domain: str = doc(
+        r"checked against DOMAIN in DOMAIN\user logins; empty: the DOMAIN part is ignored", ""
+    )
+    heartbeat_min: int = doc("shortest Ping/Sync heartbeat a device may ask for, in seconds", 60)
+    heartbeat_max: int = doc("longest heartbeat, in seconds (Exchange: 3540)", 3540)
+    max_request_mb: int = doc("largest request body, in MiB (a message sent from a phone)", 36)
+    max_concurrent_requests: int = doc(
+        "requests processed at once before 503 with Retry-After", 256
+    )
+    max_devices_per_user: int = doc("partnerships one user may have (status 177 beyond)", 100)
+
+
+@dataclass(frozen=True, slots=True)
+class AutodiscoverConfig:
+    mail_host: str = doc("host name mail programs are told to use; empty: hostname", "")
+    organization: str = doc("organisation name shown in configuration profiles", "")
+    imaps_port: int = doc("public IMAPS port for autoconfig; 0: the imaps listener's port", 0)
+    pop3s_port: int = doc("public POP3S port; 0: the pop3s listener's port", 0)
+    submissions_port: int = doc("public SMTPS port; 0: the submissions listener's port", 0)
+    submission_port: int = doc("public submission port; 0: the submission listener's port", 0)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     hostname: str = doc("fully qualified name of this server (greetings, certificate)")
     data_dir: Path = doc(
@@ -144,6 +174,12 @@ class Config:
     listeners: Listeners = doc("network listeners", default_factory=Listeners)
     auth: AuthSettings = doc("password logins (every protocol)", default_factory=AuthSettings)
     smtp: SmtpConfig = doc("SMTP receive connectors", default_factory=SmtpConfig)
+    activesync: ActiveSyncConfig = doc(
+        "the ActiveSync virtual directory", default_factory=ActiveSyncConfig
+    )
+    autodiscover: AutodiscoverConfig = doc(
+        "what Autodiscover and autoconfig tell clients", default_factory=AutodiscoverConfig
+    )
     source: Path = field(default=Path(), compare=False, metadata={"internal": True})
 
     # Paths of the data folder: derived, never configured separately.

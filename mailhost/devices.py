@@ -238,6 +238,16 @@ class SqliteDeviceRegistry:
             ).fetchall()
         return [_load(row[0]) for row in rows]
 
+    def devices_with_id(self, device_id: str) -> list[Device]:
+        """Every partnership of this DeviceId (one per account that used it): the CLI's
+        `device show ID` when it is not told the user."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record FROM eas_devices WHERE device_id=? ORDER BY user",
+                (device_id.strip().lower(),),
+            ).fetchall()
+        return [_load(row[0]) for row in rows]
+
     def all_devices(self) -> list[Device]:
         with self._lock:
             rows = self._db.execute(

@@ -289,6 +289,24 @@ class Directory:
             ).fetchone()
         return _user(row) if row else None
 
+    def search_users(self, query: str, *, limit: int) -> list[User]:
+        """Users matching what someone typed in an address field: an exact address, or a
+        prefix of any address, alias or word of the display name (case-insensitive)."""
+        text = query.strip().lower()
+        if not text or limit < 1:
+            return []
+        like = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE id IN ("  # noqa: S608
+                "SELECT user_id FROM addresses WHERE address LIKE ? ESCAPE '\\' "
+                "UNION SELECT id FROM users WHERE alias LIKE ? ESCAPE '\\' "
+                "OR lower(display_name) LIKE ? ESCAPE '\\' "
+                "OR lower(display_name) LIKE ? ESCAPE '\\') ORDER BY display_name LIMIT ?",
+                (like, like, like, "% " + like, limit),
+            ).fetchall()
+        return [_user(row) for row in rows]
+
     def user_for_login(self, login: str) -> User | None:
         """Resolve what a client types as its user name: an address, `DOMAIN\\user`, or the
         alias alone (EAS lets phones send any of the three, MS-ASHTTP 2.2.1.1.2.1)."""

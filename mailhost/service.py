@@ -27,10 +27,15 @@ from certs.tls import CertificateError, TlsProvider
 from mailhost import config as configuration
 from mailhost import sdnotify
 from mailhost.auth import Authenticator
+from mailhost.devices import SqliteDeviceRegistry
 from mailhost.directory import Directory
 from mailhost.listeners import Handler, Listener, ListenError, Sessions, bind
-from mailhost.routing import DirectoryRouting
+from mailhost.lookups import DirectoryRecipients, DirectoryRouting
 from protocols import web
+from protocols.activesync.app import make_app
+from protocols.activesync.commands import default_commands
+from protocols.activesync.context import ActiveSyncSettings, MailPorts
+from protocols.activesync.policy import FixedPolicySource
 from protocols.connection import ConnectionInfo, Drain
 from protocols.imap.server import ImapSettings, serve_imap
 from protocols.pop3.maildrop import StoreMaildrops
@@ -68,9 +73,14 @@ class Service:
         )
         # One count of concurrent sessions per client address across the SMTP listeners.
         self.smtp_limiter = ClientConnectionLimiter(config.service.max_connections_per_address)
+        self.devices = SqliteDeviceRegistry(
+            config.directory_path, recovery_key_path=config.data_dir / "eas-recovery.key"
+        )
         self.pop3_locks = MaildropLocks()
         self.maildrops = StoreMaildrops(self.store)
         self.listeners: list[Listener] = []
+        self._settings_for: configuration.Config | None = None
+        self._eas_settings: ActiveSyncSettings | None = None
         self._stop = trio.Event()
         self._drain = Drain()
         self._cut = trio.CancelScope()
@@ -91,7 +101,14 @@ class Service:
             if name == "http":
                 app = web.redirect_app(lambda: self.config.hostname, self._https_port)
             else:
-                app = web.unavailable_app()
+                app = make_app(
+                    settings=self._activesync_settings,
+                    checker=self.auth,
+                    devices=self.devices,
+                    policies=FixedPolicySource(),
+                    commands=default_commands(recipients=DirectoryRecipients(self.directory)),
+                    accepted_domain=lambda domain: self.directory.domain(domain) is not None,
+                )
             server = web.HttpServer(app, secure=name == "https")
             self._http_servers.append(server)
             return server.serve, True
@@ -151,6 +168,40 @@ class Service:
             locks=self.pop3_locks,
         )
 
+    def _activesync_settings(self) -> ActiveSyncSettings:
+        cfg = self.config
+        eas, auto = cfg.activesync, cfg.autodiscover
+        if cfg != self._settings_for:
+            port = self._https_port()
+            authority = cfg.hostname if port == 443 else f"{cfg.hostname}:{port}"
+            self._eas_settings = ActiveSyncSettings(
+                external_url=eas.external_url or f"https://{authority}/Microsoft-Server-ActiveSync",
+                internal_url=eas.internal_url or None,
+                netbios_domain=eas.netbios_domain or None,
+                heartbeat_min=eas.heartbeat_min,
+                heartbeat_max=eas.heartbeat_max,
+                max_request_body=eas.max_request_mb * 1024 * 1024,
+                max_concurrent_requests=eas.max_concurrent_requests,
+                max_devices_per_user=eas.max_devices_per_user,
+                mail_host=auto.mail_host or cfg.hostname,
+                mail_ports=MailPorts(
+                    imaps=auto.imaps_port or self._port("imaps"),
+                    pop3s=auto.pop3s_port or self._port("pop3s"),
+                    submissions=auto.submissions_port or self._port("submissions"),
+                    submission=auto.submission_port or self._port("submission"),
+                ),
+                organization=auto.organization,
+            )
+            self._settings_for = cfg
+        assert self._eas_settings is not None
+        return self._eas_settings
+
+    def _port(self, name: str) -> int | None:
+        for listener in self.listeners:
+            if listener.name == name and listener.sockets:
+                return listener.addresses()[0][1]
+        return None  # not served here: left out of autoconfig and profiles
+
     def _https_port(self) -> int:
         for listener in self.listeners:
             if listener.name == "https" and listener.sockets:
@@ -171,6 +222,7 @@ class Service:
             self._close_sockets()
             self.config.status_path.unlink(missing_ok=True)
             self.store.close()
+            self.devices.close()
             self.directory.close()
         log.info("stopped")
 
@@ -186,6 +238,9 @@ class Service:
                 self._close_sockets()
                 raise ServiceError(str(exc)) from None
             self.listeners.append(Listener(name, tls, http, sockets, handler))
+        if problems := self._activesync_settings().errors():
+            self._close_sockets()
+            raise ServiceError(f"config {self.config.source}: activesync: {problems[0]}")
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         with self._cut:

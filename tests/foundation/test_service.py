@@ -64,7 +64,7 @@ def test_https_serves_the_generated_certificate_with_alpn(
          f"https://mail.example.test:{server.port('https')}/Microsoft-Server-ActiveSync"],
         capture_output=True, text=True, timeout=20, check=True,
     )  # fmt: skip
-    assert result.stdout == "503 2"
+    assert result.stdout == "501 2"  # a GET on the virtual directory: an HTML page, never WBXML
 
 
 def test_plain_http_redirects_to_https_without_asking_for_credentials(server: Server) -> None:

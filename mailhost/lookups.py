@@ -1,8 +1,11 @@
-"""The directory as the hub transport reads it (transport knows nothing of SQLite)."""
+"""The directory as the layers below read it (they know nothing of SQLite)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from mailhost.directory import Directory, DomainType
+from protocols.activesync.commands import Recipient
 from transport.hub import DomainKind, LocalRecipient
 
 _KINDS = {
@@ -31,3 +34,16 @@ class DirectoryRouting:
     def addresses_of(self, owner: str) -> tuple[str, ...]:
         user = self._directory.user_by_address(owner)
         return () if user is None else tuple(self._directory.addresses_of(user.id))
+
+
+class DirectoryRecipients:
+    """ActiveSync ResolveRecipients and GAL search over the directory."""
+
+    def __init__(self, directory: Directory) -> None:
+        self._directory = directory
+
+    def resolve(self, query: str, *, limit: int) -> Sequence[Recipient]:
+        return [
+            Recipient(display_name=user.display_name, address=user.primary_address)
+            for user in self._directory.search_users(query, limit=limit)
+        ]
