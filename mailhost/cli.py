@@ -24,6 +24,7 @@ from mailhost import config as configuration
 from mailhost import passwords
 from mailhost.addresses import AddressError
 from mailhost.directory import Directory, DirectoryError, DomainType, User
+from store import admin
 from store.errors import StoreError
 from store.store import Store
 
@@ -342,6 +343,100 @@ def cmd_user_address_remove(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- mailboxes ----------------------------------------------------------------------------
+
+
+def _mailbox_of(args: argparse.Namespace) -> tuple[User, Store]:
+    user = _directory(args).user(args.user)
+    return user, _store(args)
+
+
+def _stats_rows(stats: admin.MailboxStats) -> list[dict[str, Any]]:
+    return [
+        {
+            "folder": f.name,
+            "role": f.role.value if f.role else f.kind.value,
+            "messages": f.messages,
+            "unseen": f.unseen,
+            "bytes": f.size,
+        }
+        for f in stats.folders
+    ]
+
+
+def cmd_mailbox_stats(args: argparse.Namespace) -> int:
+    user, store = _mailbox_of(args)
+    stats = admin.mailbox_stats(store, user.guid)
+    rows = _stats_rows(stats)
+    if args.json:
+        quota = {"usage": stats.quota.usage, "limit": stats.quota.limit}
+        print(json.dumps({"user": user.primary_address, "folders": rows, "quota": quota}, indent=2))
+        return EXIT_OK
+    _print_table(rows, ["folder", "role", "messages", "unseen", "bytes"], False)
+    limit = "unlimited" if stats.quota.limit is None else f"{stats.quota.limit} bytes"
+    print(f"total: {stats.messages} messages, {stats.size} bytes; quota {limit}")
+    return EXIT_OK
+
+
+def cmd_mailbox_reindex(args: argparse.Namespace) -> int:
+    user, store = _mailbox_of(args)
+    stats = admin.reindex_mailbox(store, user.guid)
+    print(
+        f"reindexed {user.primary_address}: {len(stats.folders)} folders, {stats.messages} messages"
+    )
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    user, store = _mailbox_of(args)
+    source = Path(args.path)
+    if not source.exists():
+        raise CliError(f"{source}: no such file or folder")
+    bar = _ProgressBar(sys.stderr)
+    if source.is_dir():
+        report = admin.import_maildir(store, user.guid, source, progress=bar.update)
+    else:
+        report = admin.import_mbox(
+            store, user.guid, source, folder=args.folder, progress=bar.update
+        )
+    bar.done()
+    skipped = f", skipped {report.skipped}" if report.skipped else ""
+    print(
+        f"imported {report.imported} messages into {', '.join(report.folders) or 'Inbox'} "
+        f"of {user.primary_address}{skipped}"
+    )
+    return EXIT_OK
+
+
+class _ProgressBar:
+    """One self-rewriting line on a terminal; nothing when stderr is not one."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._shown = False
+
+    def update(self, progress: admin.ImportProgress) -> None:
+        if not self._tty:
+            return
+        if progress.total_bytes:
+            done = min(progress.bytes_read / progress.total_bytes, 1.0)
+            filled = int(done * self.WIDTH)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            text = f"[{bar}] {done:4.0%} {progress.imported} messages"
+        else:
+            text = f"{progress.folder}: {progress.imported} messages"
+        self._stream.write("\r" + text[:79].ljust(79))
+        self._stream.flush()
+        self._shown = True
+
+    def done(self) -> None:
+        if self._shown:
+            self._stream.write("\n")
+
+
 # --- address policies ---------------------------------------------------------------------
 
 
@@ -525,6 +620,16 @@ def build_parser() -> argparse.ArgumentParser:
         p = command(uaddr_sub, name, func, text)
         p.add_argument("user")
         p.add_argument("address")
+
+    mailboxes = group("mailbox", "mailbox maintenance")
+    p = command(mailboxes, "stats", cmd_mailbox_stats, "folders, counts and sizes", listing=True)
+    p.add_argument("user")
+    p = command(mailboxes, "reindex", cmd_mailbox_reindex, "rebuild indexes from the files")
+    p.add_argument("user")
+    p = command(sub, "import", cmd_import, "import an mbox file or a maildir into a mailbox")
+    p.add_argument("user")
+    p.add_argument("path", help="an mbox file, or a maildir / maildir++ folder")
+    p.add_argument("--folder", default="Inbox", help="target folder for an mbox (default Inbox)")
 
     policies = group("address-policy", "e-mail address policies")
     p = command(policies, "add", cmd_policy_add, "add an address policy")

@@ -299,3 +299,39 @@ def test_missing_config_is_one_line(tmp_path: Path) -> None:
         result.stderr.strip()
         == f"mailhost: config {tmp_path / 'none.toml'}: no such file (run 'mailhost init' first)"
     )
+
+
+def test_import_stats_and_reindex(instance: Instance, tmp_path: Path) -> None:
+    mbox = tmp_path / "old.mbox"
+    mbox.write_bytes(
+        b"From a@example.org Tue Jul  1 10:52:37 2003\nSubject: one\n\nfirst\n>From the past\n\n"
+        b"From b@example.org Wed Jul  2 10:52:37 2003\nSubject: two\n\nsecond\n"
+    )
+    imported = instance.cli("import", "demo@example.test", str(mbox), "--folder", "Archive")
+    assert "imported 2 messages" in imported.stdout
+    maildir = tmp_path / "maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+        (maildir / ".Projects" / sub).mkdir(parents=True)
+    (maildir / "cur" / "1.a.host:2,S").write_bytes(b"Subject: read\r\n\r\nbody\r\n")
+    (maildir / ".Projects" / "new" / "2.b.host").write_bytes(b"Subject: project\r\n\r\nbody\r\n")
+    assert "imported 2 messages" in instance.cli("import", "demo@example.test", str(maildir)).stdout
+    stats = json.loads(instance.cli("mailbox", "stats", "demo@example.test", "--json").stdout)
+    counts = {f["folder"]: (f["messages"], f["unseen"]) for f in stats["folders"]}
+    assert counts["Archive"] == (2, 2)
+    assert counts["Inbox"] == (1, 0)  # imported as seen (S in the info suffix)
+    assert counts["Projects"] == (1, 1)
+    table = instance.cli("mailbox", "stats", "demo@example.test").stdout
+    assert table.splitlines()[0].split() == ["FOLDER", "ROLE", "MESSAGES", "UNSEEN", "BYTES"]
+    # The index is a cache: delete it and reindex; the same messages come back.
+    for index in instance.mailbox_dir("demo@example.test").rglob("mailhost.index"):
+        index.unlink()
+    assert "4 messages" in instance.cli("mailbox", "reindex", "demo@example.test").stdout
+    again = json.loads(instance.cli("mailbox", "stats", "demo@example.test", "--json").stdout)
+    assert {f["folder"]: f["messages"] for f in again["folders"]} == {
+        f["folder"]: f["messages"] for f in stats["folders"]
+    }
+    _fails_with(
+        instance, "import", "demo@example.test", str(tmp_path / "missing"), message="no such file"
+    )
+    _fails_with(instance, "mailbox", "stats", "nobody@example.test", message="no user")
