@@ -509,6 +509,29 @@ def create_maildir(path: Path, *, subfolder: bool, fsync: bool) -> None:
         fsync_dir(path.parent)
 
 
+class _AddRequest:
+    """One caller's messages waiting in a group commit."""
+
+    __slots__ = ("done", "error", "items", "leads", "result")
+
+    def __init__(self, items: Sequence[Prepared]) -> None:
+        self.items = items
+        self.done = threading.Event()
+        self.leads = False
+        self.result: list[tuple[int, int]] | None = None
+        self.error: BaseException | None = None
+
+    def finish(self, result: list[tuple[int, int]] | None, error: BaseException | None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+    def outcome(self) -> list[tuple[int, int]]:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
 class FolderIndex:
     """The index of one folder, shared by all users of that folder in this process.
 
@@ -550,6 +573,11 @@ class FolderIndex:
         self._cache_fd: int | None = None
         self._broken = False
         self._pending: list[Change] = []
+        # Group commit of additions: requests that arrive while another thread commits
+        # wait and are then committed together (one directory fsync, one journal fsync).
+        self._adds_lock = threading.Lock()
+        self._adds: list[_AddRequest] = []
+        self._adds_leader = False
         self._hint = (1, 1)  # (UIDNEXT, HIGHESTMODSEQ) floors as last written
 
     # --- locking --------------------------------------------------------------------------
@@ -1249,7 +1277,71 @@ class FolderIndex:
         return self.path / "cur" / file_name(key, size, uid, info)
 
     def add(self, items: Sequence[Prepared]) -> list[tuple[int, int]]:
-        """Link prepared files in as new messages; [(uid, modseq)] once durable."""
+        """Link prepared files in as new messages; [(uid, modseq)] once durable.
+
+        Concurrent callers are committed in groups: the first to arrive leads and commits
+        everything queued by then in one transaction; the others wait for its result, and
+        leadership passes to the next waiter. Each caller still returns only after its
+        own messages are durable. A failing group is retried one request at a time, so
+        one bad request cannot fail the others.
+        """
+        request = _AddRequest(items)
+        with self._adds_lock:
+            self._adds.append(request)
+            leads = not self._adds_leader
+            if leads:
+                self._adds_leader = True
+        if not leads:
+            request.done.wait()
+            if not request.leads:
+                return request.outcome()
+        while True:
+            with self._adds_lock:
+                group, self._adds = self._adds, []
+            try:
+                self._commit_group(group)
+            except BaseException as exc:
+                # Not an error of the messages (e.g. interpreter shutdown): nobody may be
+                # left waiting for a leader that is gone.
+                with self._adds_lock:
+                    stranded, self._adds = group + self._adds, []
+                    self._adds_leader = False
+                for r in stranded:
+                    if not r.done.is_set() or r.leads:
+                        r.finish(None, exc)
+                raise
+            with self._adds_lock:
+                if not self._adds:
+                    self._adds_leader = False
+                    break
+                if request.done.is_set():
+                    # Hand over: the next waiter leads; this caller returns now.
+                    successor = self._adds[0]
+                    successor.leads = True
+                    successor.done.set()
+                    break
+        return request.outcome()
+
+    def _commit_group(self, group: list[_AddRequest]) -> None:
+        if len(group) > 1:
+            results: list[tuple[int, int]] | None
+            try:
+                results = self._add_now([item for r in group for item in r.items])
+            except Exception:
+                results = None  # retried one request at a time below
+            if results is not None:
+                start = 0
+                for r in group:
+                    r.finish(results[start : start + len(r.items)], None)
+                    start += len(r.items)
+                return
+        for r in group:
+            try:
+                r.finish(self._add_now(r.items), None)
+            except BaseException as exc:  # re-raised in the caller's thread
+                r.finish(None, exc)
+
+    def _add_now(self, items: Sequence[Prepared]) -> list[tuple[int, int]]:
         with self.locked() as state:
             first = state.uidnext
             if first + len(items) - 1 > MAX_UID:

@@ -59,3 +59,33 @@ def test_threads_share_one_index(store: Store) -> None:
         thread.join()
     assert sorted(results) == list(range(1, 81))
     assert list(inbox.snapshot().uids) == list(range(1, 81))
+
+
+def test_concurrent_deliveries_share_commits_and_each_returns_durable(tmp_path: Path) -> None:
+    """Group commit: many threads delivering to one folder at once all get distinct UIDs,
+    every message is there exactly once, and a failing request fails alone."""
+    store = Store(tmp_path / "mailboxes")
+    mailbox = store.open_mailbox("m1")
+    results: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def deliver(n: int) -> None:
+        try:
+            (result,) = store.deliver(message(f"group {n}"), ["m1"])
+            assert result.ok, result.error
+            with lock:
+                results.append(result.uid or 0)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert sorted(results) == list(range(1, 41))
+    snapshot = mailbox.inbox.snapshot()
+    assert list(snapshot.uids) == list(range(1, 41))
+    store.close()
