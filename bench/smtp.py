@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
-from harness import Instance  # noqa: E402
+from harness import Instance
 
 POSTFIX_PORT = 2626
 POSTFIX_USER = "mhbench"
@@ -72,9 +72,14 @@ def run_mailhost(cases: list[tuple[int, bool]], messages: int, size: int) -> lis
                 delivered = count_files(maildir) - before_files
                 assert delivered == messages, f"{delivered} of {messages} delivered"
                 results.append(
-                    {"sessions": sessions, "reuse": reuse, "rate": messages / elapsed,
-                     "latency_ms": 1000 * elapsed * sessions / messages, "cpu_ms": 1000 * cpu / messages}
-                )  # fmt: skip
+                    {
+                        "sessions": sessions,
+                        "reuse": reuse,
+                        "rate": messages / elapsed,
+                        "latency_ms": 1000 * elapsed * sessions / messages,
+                        "cpu_ms": 1000 * cpu / messages,
+                    }
+                )
     return results
 
 
@@ -91,7 +96,7 @@ def postfix_available() -> str | None:
     return None
 
 
-MAIN_CF = f"""\
+MAIN_CF = """\
 compatibility_level = 3.6
 myhostname = bench.localdomain
 mydomain = localdomain
