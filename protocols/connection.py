@@ -6,6 +6,7 @@ hands the stream plus a `ConnectionInfo` to the protocol's session function.
 
 from __future__ import annotations
 
+import math
 import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,9 +37,10 @@ class Drain:
             scope.cancel()
 
     @contextmanager
-    def idle(self) -> Iterator[trio.CancelScope]:
-        """Wrap a wait for the client; `scope.cancelled_caught` tells that draining began."""
-        scope = trio.CancelScope()
+    def idle(self, timeout: float = math.inf) -> Iterator[trio.CancelScope]:
+        """Wrap a wait for the client, at most `timeout` seconds. When
+        `scope.cancelled_caught`, either draining began (`started`) or time ran out."""
+        scope = trio.CancelScope(deadline=trio.current_time() + timeout)
         if self.event.is_set():
             scope.cancel()
         self._idle.add(scope)

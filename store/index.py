@@ -1588,6 +1588,16 @@ class FolderIndex:
                 raise MessageNotFound(f"no message with UID {uid}")
             return self._path_at(state, pos)
 
+    def message_paths(self, uids: Iterable[int]) -> dict[int, Path]:
+        """Where the files of `uids` are now, in one lock (UIDs no longer here left out)."""
+        with self.locked() as state:
+            found = {}
+            for uid in uids:
+                pos = state.find(uid)
+                if pos is not None:
+                    found[uid] = self._path_at(state, pos)
+            return found
+
     def open_message(self, uid: int) -> BinaryIO:
         """The message file opened for binary reading (the caller closes it)."""
         for attempt in range(2):

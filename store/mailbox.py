@@ -755,6 +755,12 @@ class Folder:
         with _io_errors():
             return self._index.message_path(uid)
 
+    def message_paths(self, uids: Iterable[int]) -> dict[int, Path]:
+        """Paths of many messages at once (a reader streaming a folder); a path may go
+        stale when another session changes flags, so fall back to open_message()."""
+        with _io_errors():
+            return self._index.message_paths(uids)
+
     def open_message(self, uid: int) -> BinaryIO:
         """The message file for reading (the caller closes it); MessageNotFound if gone."""
         with _io_errors():

@@ -369,6 +369,24 @@ def multiline(first: bytes, lines: list[bytes]) -> bytes:
     return first + body + b".\r\n"
 
 
+def retr_payload(first: bytes, message: bytes, *, body_lines: int | None = None) -> bytes:
+    """The whole RETR/TOP reply: `first`, the message with CRLF line ends and dots
+    stuffed, and the terminating dot. A message stored with CRLF line ends and no bare
+    CR (all SMTP deliveries) takes a fast path of two bytes.replace calls."""
+    clean = (
+        body_lines is None
+        and b"\r" not in message.replace(b"\r\n", b"")
+        and message.count(b"\n") == message.count(b"\r\n")
+    )
+    if not clean:
+        return multiline(first, message_lines(message, body_lines=body_lines))
+    body = message if message.endswith(b"\r\n") or not message else message + b"\r\n"
+    body = body.replace(b"\r\n.", b"\r\n..")
+    if body.startswith(b"."):
+        body = b"." + body
+    return first + body + b".\r\n"
+
+
 def message_lines(message: bytes, *, body_lines: int | None = None) -> list[bytes]:
     """Split a message into lines for transmission: bare LF and bare CR become line ends,
     so a stored message with either still arrives as CRLF lines (and its dots stuffed).

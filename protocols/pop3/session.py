@@ -27,6 +27,9 @@ IDLE_TIMEOUT: Final = 600.0
 PREAUTH_TIMEOUT: Final = 60.0  # before login a client has no business idling
 SEND_TIMEOUT: Final = 300.0
 RECEIVE_CHUNK: Final = 16 * 1024
+# Messages up to this size are read on the event loop (a page-cache read costs less than
+# a thread hand-off); larger ones in a worker thread (ARCHITECTURE: long disk work).
+INLINE_READ_LIMIT: Final = 64 * 1024
 
 log = logging.getLogger("mailhost.pop3")
 
@@ -163,9 +166,11 @@ class Pop3Session:
     async def _receive(self) -> None:
         timeout = self.settings.idle_timeout if self.account else self.settings.preauth_timeout
         data: bytes | bytearray = b""
-        with trio.fail_after(timeout), self.info.drain.idle() as idle:
+        with self.info.drain.idle(timeout) as idle:
             data = await self.stream.receive_some(RECEIVE_CHUNK)
         if idle.cancelled_caught:
+            if not self.info.drain.started:
+                raise trio.TooSlowError
             await self._send(err("server shutting down; nothing was deleted", RespCode.SYS_TEMP))
             raise _Closed
         if not data:
@@ -356,12 +361,14 @@ class Pop3Session:
             await self._send(found)
             return
         assert self.drop is not None
-        data = await trio.to_thread.run_sync(self.drop.read, found.uid)
+        if found.size <= INLINE_READ_LIMIT:
+            data = self.drop.read(found.uid)  # a few KB from the page cache: not worth a thread
+        else:
+            data = await trio.to_thread.run_sync(self.drop.read, found.uid)
         if data is None:
             await self._send(err(f"message {msg} was removed by another session"))
             return
-        lines = core.message_lines(data, body_lines=body_lines)
-        await self._send(core.multiline(ok(f"{found.size} octets"), lines))
+        await self._send(core.retr_payload(ok(f"{found.size} octets"), data, body_lines=body_lines))
 
     async def _quit(self) -> bool:
         if self.core.state is not core.State.TRANSACTION or self.drop is None:

@@ -200,3 +200,27 @@ def test_no_input_crashes_the_core(chunks: list[bytes], logged_in: bool) -> None
         c.receive_data(chunk)
         for event in commands(c):
             assert isinstance(event, (core.BadCommand, *typing.get_args(core.Command)))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"Subject: x\r\n\r\n.dot\r\n..two\r\nend\r\n",
+        b".starts with a dot\r\nbody\r\n",
+        b"Subject: x\r\n\r\nno final line end",
+        b"Subject: x\n\nbare\nlf\n",
+        b"Subject: x\r\n\r\nbare\rcr\r\n",
+        b"",
+    ],
+)
+def test_retr_fast_path_matches_the_line_by_line_form(message: bytes) -> None:
+    slow = core.multiline(b"+OK\r\n", core.message_lines(message))
+    assert core.retr_payload(b"+OK\r\n", message) == slow
+
+
+@given(st.binary(max_size=400), st.one_of(st.none(), st.integers(min_value=0, max_value=5)))
+def test_retr_payload_always_equals_the_line_by_line_form(
+    message: bytes, body_lines: int | None
+) -> None:
+    slow = core.multiline(b"+OK\r\n", core.message_lines(message, body_lines=body_lines))
+    assert core.retr_payload(b"+OK\r\n", message, body_lines=body_lines) == slow
