@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import getpass
 import json
 import os
@@ -21,12 +22,16 @@ from typing import Any
 from certs import files as certfiles
 from certs.tls import CertificateError
 from mailhost import config as configuration
-from mailhost import passwords
+from mailhost import outbound, passwords
 from mailhost.addresses import AddressError
 from mailhost.directory import Directory, DirectoryError, DomainType, User
 from store import admin
 from store.errors import StoreError
 from store.store import Store
+from transport import dkim
+from transport.envelope import QueueEntry
+from transport.queue import EntryNotFound, Queue, QueueError
+from transport.routing import ConnectorError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -437,6 +442,230 @@ class _ProgressBar:
             self._stream.write("\n")
 
 
+# --- send connectors ------------------------------------------------------------------------
+
+
+def _connector_settings(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
+    settings = dict(base)
+    if args.address_space:
+        settings["address_spaces"] = list(args.address_space)
+    if args.smart_host is not None:
+        settings["smart_hosts"] = [h for h in args.smart_host if h]
+    if args.auth_user is not None:
+        settings["auth_user"] = args.auth_user or None
+        if args.auth_user:
+            line = (
+                sys.stdin.readline()
+                if args.auth_password_stdin
+                else getpass.getpass("Smart host password: ")
+            )
+            settings["auth_password"] = line.rstrip("\n")
+        else:
+            settings.pop("auth_password", None)
+    for key in ("tls", "fqdn", "source_server"):
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value or None
+    if args.max_message_size is not None:
+        settings["max_message_size"] = _parse_size(args.max_message_size)
+    for key in ("verify_certificate", "allow_plaintext_auth", "enabled"):
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    settings = {k: v for k, v in settings.items() if v is not None}
+    try:
+        outbound.connector_from(args.name, settings)  # refuse what the transport cannot use
+    except (ConnectorError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    return settings
+
+
+def _connector_row(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    connector = outbound.connector_from(name, settings)
+    return {
+        "name": name,
+        "address_spaces": list(connector.address_spaces),
+        "route": ", ".join(f"{h.host}:{h.port}" for h in connector.smart_hosts) or "DNS MX",
+        "auth_user": settings.get("auth_user"),
+        "tls": connector.tls.value,
+        "verify_certificate": connector.verify_certificate,
+        "fqdn": connector.fqdn,
+        "max_message_size": connector.max_message_size,
+        "source_server": connector.source_server,
+        "enabled": connector.enabled,
+    }
+
+
+def cmd_connector_add(args: argparse.Namespace) -> int:
+    directory = _directory(args)
+    settings = _connector_settings(args, {})
+    directory.set_send_connector(args.name, settings, new=True)
+    row = _connector_row(args.name, settings)
+    spaces = ", ".join(row["address_spaces"])
+    print(f"added send connector {args.name} for {spaces} via {row['route']}")
+    return EXIT_OK
+
+
+def cmd_connector_set(args: argparse.Namespace) -> int:
+    directory = _directory(args)
+    settings = _connector_settings(args, directory.send_connector(args.name))
+    directory.set_send_connector(args.name, settings, new=False)
+    print(f"updated send connector {args.name}")
+    return EXIT_OK
+
+
+def cmd_connector_list(args: argparse.Namespace) -> int:
+    rows = [_connector_row(n, s) for n, s in _directory(args).send_connectors()]
+    if not args.json:
+        for row in rows:
+            row["address_spaces"] = " ".join(row["address_spaces"])
+    _print_table(rows, ["name", "address_spaces", "route", "tls", "enabled"], args.json)
+    return EXIT_OK
+
+
+def cmd_connector_show(args: argparse.Namespace) -> int:
+    row = _connector_row(args.name, _directory(args).send_connector(args.name))
+    if args.json:
+        print(json.dumps(row, indent=2))
+        return EXIT_OK
+    for key, value in row.items():
+        shown = " ".join(value) if isinstance(value, list) else value
+        print(f"{key.replace('_', ' '):20}{'-' if shown is None else shown}")
+    return EXIT_OK
+
+
+def cmd_connector_remove(args: argparse.Namespace) -> int:
+    _directory(args).remove_send_connector(args.name)
+    print(f"removed send connector {args.name}")
+    return EXIT_OK
+
+
+# --- the queue (Exchange's Queue Viewer, Postfix's postqueue) -------------------------------
+
+
+def _queue(args: argparse.Namespace) -> Queue:
+    queue = Queue(_load(args).queue_dir)
+    queue.open()
+    return queue
+
+
+def _queue_row(entry: QueueEntry) -> dict[str, Any]:
+    error = entry.last_error
+    return {
+        "id": entry.id,
+        "sender": entry.sender or "<>",
+        "recipients": [
+            {"address": r.address, "state": r.state.value, "local": r.local}
+            for r in entry.recipients
+        ],
+        "size": entry.size,
+        "arrival": _when(entry.arrival),
+        "next_attempt": "held" if entry.held else _when(entry.next_attempt),
+        "attempts": entry.attempts,
+        "last_error": None if error is None else f"{error.status} {error.text}",
+        "held": entry.held,
+        "kind": entry.kind.value,
+    }
+
+
+def _when(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds")
+
+
+def cmd_queue_list(args: argparse.Namespace) -> int:
+    rows = [_queue_row(e) for e in _queue(args).entries()]
+    if not args.json:
+        for row in rows:
+            pending = [r["address"] for r in row["recipients"] if r["state"] != "delivered"]
+            row["recipients"] = ", ".join(pending)
+    _print_table(
+        rows, ["id", "sender", "recipients", "size", "attempts", "next_attempt", "last_error"],
+        args.json,
+    )  # fmt: skip
+    return EXIT_OK
+
+
+def cmd_queue_show(args: argparse.Namespace) -> int:
+    queue = _queue(args)
+    row = _queue_row(_queue_entry(queue, args.id))
+    if args.json:
+        print(json.dumps(row, indent=2))
+        return EXIT_OK
+    for key, value in row.items():
+        if key == "recipients":
+            for r in value:
+                local = ", local" if r["local"] else ""
+                print(f"{'recipient':14}{r['address']} ({r['state']}{local})")
+            continue
+        print(f"{key.replace('_', ' '):14}{'-' if value is None else value}")
+    return EXIT_OK
+
+
+def _queue_entry(queue: Queue, id: str) -> QueueEntry:
+    try:
+        return queue.get(id)
+    except EntryNotFound as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_queue_retry(args: argparse.Namespace) -> int:
+    queue = _queue(args)
+    if not args.all and not args.id:
+        raise CliError("name a queue id, or --all")
+    if args.id:
+        _queue_entry(queue, args.id)
+    count = queue.retry(None if args.all else args.id)
+    print(f"{count} message(s) due now")
+    return EXIT_OK
+
+
+def cmd_queue_delete(args: argparse.Namespace) -> int:
+    queue = _queue(args)
+    _queue_entry(queue, args.id)
+    queue.delete(args.id, notify_sender=args.dsn)
+    print(f"deleted {args.id}" + (" (the sender gets a DSN)" if args.dsn else ""))
+    return EXIT_OK
+
+
+def cmd_queue_hold(args: argparse.Namespace) -> int:
+    queue = _queue(args)
+    _queue_entry(queue, args.id)
+    queue.hold(args.id)
+    print(f"held {args.id}")
+    return EXIT_OK
+
+
+def cmd_queue_release(args: argparse.Namespace) -> int:
+    queue = _queue(args)
+    _queue_entry(queue, args.id)
+    queue.release(args.id)
+    print(f"released {args.id}")
+    return EXIT_OK
+
+
+# --- DKIM -------------------------------------------------------------------------------------
+
+
+def cmd_dkim_generate(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    directory = _directory(args)
+    if directory.domain(args.domain) is None:
+        raise CliError(f"{args.domain} is not an accepted domain")
+    try:
+        generated = dkim.generate_key(
+            args.domain.lower(),
+            cfg.dkim_dir,
+            algorithm=dkim.DkimAlgorithm(args.algorithm),
+            selector=args.selector,
+        )
+    except dkim.DkimError as exc:
+        raise CliError(str(exc)) from None
+    print(f"key: {generated.path}")
+    print("publish this TXT record, then reload the server (systemctl reload mailhost):")
+    print(generated.zone_line)
+    return EXIT_OK
+
+
 # --- address policies ---------------------------------------------------------------------
 
 
@@ -631,6 +860,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="an mbox file, or a maildir / maildir++ folder")
     p.add_argument("--folder", default="Inbox", help="target folder for an mbox (default Inbox)")
 
+    dkim_parser = domains.add_parser("dkim", help="DKIM signing keys", parents=[common])
+    dkim_sub = dkim_parser.add_subparsers(dest="dkim_action", required=True, metavar="ACTION")
+    p = command(dkim_sub, "generate", cmd_dkim_generate, "make a signing key, print its TXT record")
+    p.add_argument("domain")
+    p.add_argument("--algorithm", choices=["rsa", "ed25519"], default="rsa")
+    p.add_argument("--selector", help="DNS selector (default: YYYYMM plus r or e)")
+
+    connectors = group("connector", "send connectors (outbound routing)")
+    for name, func, text in (
+        ("add", cmd_connector_add, "add a send connector"),
+        ("set", cmd_connector_set, "change a send connector"),
+    ):
+        p = command(connectors, name, func, text)
+        p.add_argument("name")
+        p.add_argument(
+            "--address-space", action="append", help="*, example.com, or *.example.com (repeat)"
+        )
+        p.add_argument(
+            "--smart-host", action="append", help="host:port to relay through (repeat); none: MX"
+        )
+        p.add_argument("--auth-user", help="smart host AUTH user ('' to remove)")
+        p.add_argument("--auth-password-stdin", action="store_true", help="read the password")
+        p.add_argument("--tls", choices=["opportunistic", "required", "disabled"])
+        p.add_argument("--verify-certificate", action=argparse.BooleanOptionalAction, default=None)
+        p.add_argument(
+            "--allow-plaintext-auth", action=argparse.BooleanOptionalAction, default=None
+        )
+        p.add_argument("--fqdn", help="name to announce in EHLO")
+        p.add_argument("--max-message-size", help="e.g. 25M")
+        p.add_argument("--source-server", help="informational, as in Exchange")
+        p.add_argument("--enabled", action=argparse.BooleanOptionalAction, default=None)
+    command(connectors, "list", cmd_connector_list, "list send connectors", listing=True)
+    p = command(connectors, "show", cmd_connector_show, "show one send connector", listing=True)
+    p.add_argument("name")
+    p = command(connectors, "remove", cmd_connector_remove, "remove a send connector")
+    p.add_argument("name")
+
+    queue = group("queue", "the outbound queue")
+    command(queue, "list", cmd_queue_list, "messages waiting", listing=True)
+    p = command(queue, "show", cmd_queue_show, "one message's envelope and state", listing=True)
+    p.add_argument("id")
+    p = command(queue, "retry", cmd_queue_retry, "try again now")
+    p.add_argument("id", nargs="?")
+    p.add_argument("--all", action="store_true", help="every message")
+    p = command(queue, "delete", cmd_queue_delete, "remove a message")
+    p.add_argument("id")
+    p.add_argument("--dsn", action="store_true", help="tell the sender (a DSN)")
+    p = command(queue, "hold", cmd_queue_hold, "keep a message from being sent")
+    p.add_argument("id")
+    p = command(queue, "release", cmd_queue_release, "let a held message go")
+    p.add_argument("id")
+
     policies = group("address-policy", "e-mail address policies")
     p = command(policies, "add", cmd_policy_add, "add an address policy")
     p.add_argument("name")
@@ -674,6 +955,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         AddressError,
         CertificateError,
         StoreError,
+        QueueError,
     ) as exc:
         print(f"mailhost: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -133,6 +133,26 @@ class SmtpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueConfig:
+    nameservers: tuple[str, ...] = doc(
+        'DNS servers for MX lookups, "address" or "address:port"; empty: /etc/resolv.conf',
+        (),
+    )
+    minimal_backoff: float = doc("seconds before the first retry (doubles each time)", 300.0)
+    maximal_backoff: float = doc("longest wait between retries, in seconds", 4000.0)
+    lifetime_hours: float = doc("hours a message may wait before it bounces", 120.0)
+    delay_warning_hours: float = doc("hours before the sender is told of a delay; 0: never", 4.0)
+    postmaster: str = doc("where double bounces go; empty: they are only logged", "")
+    max_connections: int = doc("outbound SMTP connections at once", 100)
+    max_per_destination: int = doc("connections at once to one destination", 20)
+    mx_port: int = doc("port of MX hosts (25; other values are for staging setups)", 25)
+    allow_local_mx: bool = doc(
+        "deliver to MX hosts on loopback or private addresses (staging only)", False
+    )
+    dkim: bool = doc("sign mail leaving for other domains with the domain's DKIM key", True)
+
+
+@dataclass(frozen=True, slots=True)
 class ActiveSyncConfig:
     external_url: str = doc(
         "URL phones are given by Autodiscover; empty: https://<hostname>[:port]"
@@ -174,6 +194,7 @@ class Config:
     listeners: Listeners = doc("network listeners", default_factory=Listeners)
     auth: AuthSettings = doc("password logins (every protocol)", default_factory=AuthSettings)
     smtp: SmtpConfig = doc("SMTP receive connectors", default_factory=SmtpConfig)
+    queue: QueueConfig = doc("the outbound queue and MX delivery", default_factory=QueueConfig)
     activesync: ActiveSyncConfig = doc(
         "the ActiveSync virtual directory", default_factory=ActiveSyncConfig
     )
@@ -199,6 +220,10 @@ class Config:
     @property
     def queue_dir(self) -> Path:
         return self.data_dir / "queue"
+
+    @property
+    def dkim_dir(self) -> Path:
+        return self.data_dir / "dkim"
 
     @property
     def run_dir(self) -> Path:
@@ -263,6 +288,13 @@ def _check(config: Config) -> None:
         raise ConfigError(f"{where}: service.max_connections_per_address: must be at least 1")
     if config.smtp.max_message_size < 1024 or config.smtp.max_recipients < 1:
         raise ConfigError(f"{where}: smtp: max_message_size >= 1024 and max_recipients >= 1")
+    queue = config.queue
+    if queue.minimal_backoff <= 0 or queue.maximal_backoff < queue.minimal_backoff:
+        raise ConfigError(f"{where}: queue: want 0 < minimal_backoff <= maximal_backoff")
+    if queue.lifetime_hours <= 0 or queue.delay_warning_hours < 0:
+        raise ConfigError(f"{where}: queue: lifetime_hours > 0, delay_warning_hours >= 0")
+    if queue.max_connections < 1 or queue.max_per_destination < 1:
+        raise ConfigError(f"{where}: queue: connection limits must be at least 1")
     for name, listener in config.listeners.items():
         if not 0 <= listener.port <= 65535:
             raise ConfigError(f"{where}: listeners.{name}.port: {listener.port} is not a TCP port")

@@ -104,6 +104,11 @@ CREATE TABLE IF NOT EXISTS addresses(
     origin TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS addresses_user ON addresses(user_id);
+CREATE TABLE IF NOT EXISTS send_connectors(
+    name TEXT PRIMARY KEY,
+    settings TEXT NOT NULL,
+    created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS address_policies(
     name TEXT PRIMARY KEY,
     priority INTEGER NOT NULL UNIQUE,
@@ -389,6 +394,47 @@ class Directory:
         if cache is not None:
             cache.remember(user.id, user.password_hash, password)
         return user
+
+    # --- send connectors ----------------------------------------------------------------
+    # Stored as JSON settings (transport.routing.SendConnector's fields); the transport
+    # validates them. A smart host password is kept here in the clear because AUTH needs
+    # it; the directory file is readable by the service user only.
+
+    def set_send_connector(self, name: str, settings: dict[str, object], *, new: bool) -> None:
+        _check_name("connector name", name, required=True)
+        with self._transaction() as db:
+            exists = db.execute("SELECT 1 FROM send_connectors WHERE name=?", (name,)).fetchone()
+            if new and exists:
+                raise DirectoryError(f"send connector {name!r} already exists")
+            if not new and not exists:
+                raise DirectoryError(f"no send connector named {name!r}")
+            db.execute(
+                "INSERT OR REPLACE INTO send_connectors(name, settings, created) VALUES(?,?,?)",
+                (name, json.dumps(settings, sort_keys=True), time.time()),
+            )
+
+    def send_connectors(self) -> list[tuple[str, dict[str, object]]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, settings FROM send_connectors ORDER BY name"
+            ).fetchall()
+        return [(str(name), dict(json.loads(str(settings)))) for name, settings in rows]
+
+    def send_connector(self, name: str) -> dict[str, object]:
+        for found, settings in self.send_connectors():
+            if found == name:
+                return settings
+        raise DirectoryError(f"no send connector named {name!r}")
+
+    def remove_send_connector(self, name: str) -> None:
+        with self._transaction() as db:
+            if db.execute("DELETE FROM send_connectors WHERE name=?", (name,)).rowcount == 0:
+                raise DirectoryError(f"no send connector named {name!r}")
+
+    def data_version(self) -> int:
+        """Changes whenever another connection (the CLI) commits: a cheap cache key."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     # --- address policies ---------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from mailhost.devices import SqliteDeviceRegistry
 from mailhost.directory import Directory
 from mailhost.listeners import Handler, Listener, ListenError, Sessions, bind
 from mailhost.lookups import DirectoryRecipients, DirectoryRouting
+from mailhost.outbound import DirectoryConnectors, HubQueue, StoreLocalDelivery
 from protocols import web
 from protocols.activesync.app import make_app
 from protocols.activesync.commands import default_commands
@@ -48,7 +49,12 @@ from protocols.smtp.session import (
     serve_smtp,
 )
 from store.store import Store
+from transport.delivery import DeliverySettings, QueueRunner, RetrySchedule
+from transport.dkim import DkimError, DkimSigner
+from transport.dns import DnsResolver
 from transport.hub import Hub
+from transport.queue import Queue
+from transport.routing import Router
 
 log = logging.getLogger("mailhost.service")
 
@@ -67,7 +73,27 @@ class Service:
         self.directory = Directory(config.directory_path)
         self.store = Store(config.mailboxes_dir, hostname=config.hostname)
         self.auth = Authenticator(self.directory, lambda: self.config.auth)
-        self.hub = Hub(DirectoryRouting(self.directory), self.store, spool_dir=config.spool_dir)
+        self.queue = Queue(config.queue_dir)
+        self.router = Router(
+            DirectoryConnectors(self.directory),
+            _resolver(config.queue.nameservers),
+            mx_port=config.queue.mx_port,
+            allow_local_addresses=config.queue.allow_local_mx,
+        )
+        self.signer = ReloadableSigner(config.dkim_dir, enabled=config.queue.dkim)
+        self.runner = QueueRunner(
+            self.queue,
+            self.router,
+            settings=_delivery_settings(config),
+            local=StoreLocalDelivery(self.directory, self.store),
+            signer=self.signer,
+        )
+        self.hub = Hub(
+            DirectoryRouting(self.directory),
+            self.store,
+            spool_dir=config.spool_dir,
+            queue=HubQueue(self.queue, self.router),
+        )
         self.smtp_backend = HubBackend(
             self.hub, self.auth, BackendSettings(hostname=config.hostname)
         )
@@ -106,7 +132,14 @@ class Service:
                     checker=self.auth,
                     devices=self.devices,
                     policies=FixedPolicySource(),
-                    commands=default_commands(recipients=DirectoryRecipients(self.directory)),
+                    commands=default_commands(
+                        recipients=DirectoryRecipients(self.directory),
+                        store=self.store,
+                        hub=self.hub,
+                        state_dir=self.config.data_dir / "activesync",
+                        hostname=self.config.hostname,
+                        max_message_size=self.config.smtp.max_message_size,
+                    ),
                     accepted_domain=lambda domain: self.directory.domain(domain) is not None,
                 )
             server = web.HttpServer(app, secure=name == "https")
@@ -243,6 +276,13 @@ class Service:
             raise ServiceError(f"config {self.config.source}: activesync: {problems[0]}")
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        async with trio.open_nursery() as background:
+            # The queue is loaded before the first SMTP session can hand it a message.
+            await background.start(self.runner.run)
+            await self._serve_sessions(task_status)
+            background.cancel_scope.cancel()
+
+    async def _serve_sessions(self, task_status: trio.TaskStatus[None]) -> None:
         with self._cut:
             async with trio.open_nursery() as sessions:
                 async with trio.open_nursery() as acceptors:
@@ -294,6 +334,7 @@ class Service:
             self.tls.reload(new.certificate_path, new.private_key_path)
         except CertificateError as exc:
             log.error("reload: certificate: %s; keeping the running certificate", exc)
+        self.signer.reload()
         if new.listeners != self.config.listeners or new.data_dir != self.config.data_dir:
             log.warning("reload: changes to listeners and data_dir take effect after a restart")
         self.config = dataclasses.replace(
@@ -323,6 +364,60 @@ class Service:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(status, indent=2) + "\n")
         tmp.replace(path)
+
+
+def _resolver(nameservers: tuple[str, ...]) -> DnsResolver:
+    """DNS for MX routing: the configured servers ("address" or "address:port", one port
+    for all), or the system's."""
+    if not nameservers:
+        return DnsResolver()
+    hosts, port = [], 53
+    for server in nameservers:
+        host, colon, tail = server.rpartition(":")
+        if colon and tail.isdigit() and (host.count(":") == 0 or host.startswith("[")):
+            hosts.append(host.strip("[]"))
+            port = int(tail)
+        else:
+            hosts.append(server)
+    return DnsResolver(hosts, port=port)
+
+
+def _delivery_settings(config: configuration.Config) -> DeliverySettings:
+    queue = config.queue
+    return DeliverySettings(
+        hostname=config.hostname,
+        schedule=RetrySchedule(
+            minimal_backoff=queue.minimal_backoff,
+            maximal_backoff=queue.maximal_backoff,
+            lifetime=queue.lifetime_hours * 3600,
+            delay_warning=queue.delay_warning_hours * 3600,
+        ),
+        max_connections=queue.max_connections,
+        max_per_destination=queue.max_per_destination,
+        postmaster=queue.postmaster or None,
+    )
+
+
+class ReloadableSigner:
+    """DKIM keys from the data folder, re-read on SIGHUP (after `domain dkim generate`)."""
+
+    def __init__(self, folder: Path, *, enabled: bool) -> None:
+        self._folder = folder
+        self._enabled = enabled
+        self._signer: DkimSigner | None = None
+        self.reload()
+
+    def reload(self) -> None:
+        try:
+            self._signer = DkimSigner.from_folder(self._folder) if self._enabled else None
+        except (OSError, ValueError, DkimError) as exc:
+            log.error("DKIM keys in %s: %s; signing is off until fixed", self._folder, exc)
+            self._signer = None
+
+    def sign(self, message: bytes, *, domain: str | None = None) -> bytes:
+        if self._signer is None:
+            return message
+        return self._signer.sign(message, domain=domain)
 
 
 async def _watchdog(interval: float) -> None:

@@ -62,15 +62,37 @@ class HubDirectory(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class MessageInfo:
+    """What the queue keeps with a message besides its recipients (DSN parameters, RFC
+    3461; who submitted it; where it came from)."""
+
+    ret: str | None = None  # "FULL" or "HDRS"
+    envid: str | None = None
+    auth_identity: str | None = None
+    client_helo: str | None = None
+    client_address: str | None = None
+    received_by: str | None = None
+    body: str | None = None  # "7BIT", "8BITMIME", "BINARYMIME"
+    smtputf8: bool = False
+
+
 class RemoteQueue(Protocol):
     def can_route(self, domain: str) -> bool:
         """Whether a send connector covers `domain`."""
         ...
 
     def enqueue(
-        self, message: bytes | Path, *, sender: str | None, recipients: Sequence[RoutedRecipient]
+        self,
+        message: bytes | Path,
+        *,
+        sender: str | None,
+        recipients: Sequence[RoutedRecipient],
+        info: MessageInfo,
+        local: bool = False,
     ) -> str:
-        """Durably queue the message for `recipients`; returns the queue id."""
+        """Durably queue the message for `recipients` (to deliver into local mailboxes
+        when `local`); returns the queue id. OSError: try later; ValueError: refused."""
         ...
 
 
@@ -194,10 +216,17 @@ class Hub:
         sender: str | None,
         recipients: Sequence[RoutedRecipient],
         message_id: str | None = None,
+        info: MessageInfo | None = None,
     ) -> DeliveryReport:
         """Deliver `prefix` + `message` (trace fields + the message as received) to every
         recipient. Blocking: run it in a worker thread. Returns once each local copy is
-        fsynced in its mailbox and each remote one is durably queued."""
+        fsynced in its mailbox and each remote one is durably queued.
+
+        When some local copies land and others fail for now (a full disk, a lock), the
+        failed ones are queued as local retries, so the caller may still acknowledge:
+        every copy is then durable somewhere. The queue retries them and bounces with a
+        DSN when its lifetime ends."""
+        info = info or MessageInfo()
         report = DeliveryReport(message_id or new_message_id())
         local = [r for r in recipients if r.route.verdict is Verdict.LOCAL and r.route.local]
         remote = [r for r in recipients if r.route.verdict is Verdict.REMOTE]
@@ -205,8 +234,13 @@ class Hub:
             # RFC 5321 4.4: the delivering MTA adds Return-Path with the envelope sender.
             return_path = b"Return-Path: <" + (sender or "").encode("utf-8") + b">\r\n"
             self._deliver_local(report, return_path + prefix, message, local)
+            if report.delivered and (report.temporary or report.quota):
+                retry = [
+                    r for r in local if r.address in report.temporary or r.address in report.quota
+                ]
+                self._queue(report, return_path + prefix, message, sender, retry, info, local=True)
         if remote:
-            self._queue_remote(report, prefix, message, sender, remote)
+            self._queue(report, prefix, message, sender, remote, info, local=False)
         return report
 
     def _deliver_local(
@@ -263,15 +297,21 @@ class Hub:
             else:
                 report.permanent[address] = str(result.error)
 
-    def _queue_remote(
+    def _queue(
         self,
         report: DeliveryReport,
         prefix: bytes,
         message: bytes | Path,
         sender: str | None,
         recipients: Sequence[RoutedRecipient],
+        info: MessageInfo,
+        *,
+        local: bool,
     ) -> None:
-        assert self.queue is not None
+        if self.queue is None:
+            for recipient in recipients:
+                report.temporary[recipient.address] = "no outbound queue"
+            return
         staged: Path | None = None
         try:
             if isinstance(message, bytes):
@@ -279,18 +319,29 @@ class Hub:
             else:
                 staged = self._stage(prefix, message)
                 content = staged
-            queue_id = self.queue.enqueue(content, sender=sender, recipients=recipients)
+            queue_id = self.queue.enqueue(
+                content, sender=sender, recipients=recipients, info=info, local=local
+            )
         except OSError as exc:
             for recipient in recipients:
                 report.temporary[recipient.address] = f"cannot queue: {exc.strerror or exc}"
             return
+        except ValueError as exc:
+            for recipient in recipients:
+                report.permanent[recipient.address] = str(exc)
+            return
         finally:
             if staged is not None:
                 staged.unlink(missing_ok=True)
+        for recipient in recipients:
+            report.temporary.pop(recipient.address, None)
+            report.quota.pop(recipient.address, None)
         report.queued.extend(r.address for r in recipients)
+        what = "local retry" if local else "remote"
         log.info(
-            "queued id=%s as %s for %d remote recipient(s)",
+            "queued id=%s as %s for %d %s recipient(s)",
             report.message_id,
             queue_id,
             len(recipients),
+            what,
         )

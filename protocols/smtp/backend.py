@@ -2,13 +2,14 @@
 
 Multi-recipient replies: SMTP has one reply for DATA (LMTP's per-recipient replies are
 not available), so the rule is
-- every copy durable (local mailbox or queue): `250`;
+- every copy durable, in a local mailbox or the outbound queue: `250`;
+- some local copies landed and others failed for now (a full mailbox, a disk error):
+  the hub queues the failed ones as local retries (the queue retries them and bounces
+  with a DSN when its lifetime ends), so every copy is durable and the reply is `250`;
 - every copy failed: the worst class wins (`452 4.2.2` if a mailbox was full, `451`
-  otherwise; `554` if all failed for good), and the client keeps the message;
-- some landed, some failed temporarily: the failed copies go to the queue, which
-  retries local delivery and bounces with a DSN when its lifetime ends, and the reply
-  is `250`; without a queue the reply is `451` and the client retries (a copy may then
-  arrive twice, which RFC 5321 6.1 prefers to losing one).
+  otherwise, `554` if all failed for good), and the client keeps the message;
+- copies landed, others could not be queued either: `451`, and the client sends again
+  (a duplicate copy is better than a lost one, RFC 5321 6.1).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from transport.hub import (
     MAX_RECEIVED_FIELDS,
     DeliveryReport,
     Hub,
+    MessageInfo,
     Route,
     RoutedRecipient,
     Verdict,
@@ -137,10 +139,27 @@ class HubBackend:
         )
         sender = None if envelope.sender is None else str(envelope.sender)
 
+        params = envelope.mail_params
+        info = MessageInfo(
+            ret=params.ret.value if params.ret else None,
+            envid=params.envid,
+            auth_identity=envelope.auth_user,
+            client_helo=envelope.helo or None,
+            client_address=envelope.client[0],
+            received_by=envelope.hostname,
+            body=params.body.value if params.body else None,
+            smtputf8=params.smtputf8,
+        )
+
         def route_and_deliver() -> DeliveryReport:
             recipients = [self._routed(envelope, rcpt) for rcpt in envelope.recipients]
             return self.hub.deliver(
-                content, prefix=prefix, sender=sender, recipients=recipients, message_id=message_id
+                content,
+                prefix=prefix,
+                sender=sender,
+                recipients=recipients,
+                message_id=message_id,
+                info=info,
             )
 
         async with self._limiter:
@@ -189,8 +208,13 @@ class HubBackend:
             )
         if not report.failed:
             return Reply(250, "2.0.0", f"Ok: queued as {report.message_id}")
+        if report.landed and not report.temporary and not report.quota:
+            # Some failed for good: they were refused after DATA, which SMTP cannot say
+            # per recipient; the hub's queue bounces them... but we never queued them.
+            return Reply(554, "5.3.0", "Some recipients refused the message")
         if report.landed:
-            # todo(issue 5): hand the failed copies to the queue for local retry, then 250.
+            # Copies landed and the rest could not even be queued: the client retries the
+            # whole message (a duplicate is better than a loss, RFC 5321 6.1).
             return Reply(451, "4.3.0", "Some recipients could not take the message; try again")
         if report.temporary:
             return Reply(451, "4.3.0", "Temporary failure writing the message; try again later")
