@@ -53,7 +53,11 @@ def write_atomically(path: Path, data: bytes, *, fsync: bool = True) -> None:
 
 
 def write_new_file(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """Create `path` (which must not exist) with `data`, fsynced; unlink it on failure."""
+    """Create `path` (which must not exist) with `data`, fsynced; unlink it on failure.
+
+    fdatasync(2) is enough: it flushes the data and the metadata needed to read it back
+    (the size); timestamps may lag. The directory entry is made durable by the caller
+    (fsync of the directory after linking)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:
@@ -61,7 +65,7 @@ def write_new_file(path: Path, data: bytes, *, fsync: bool = True) -> None:
             while view:
                 view = view[os.write(fd, view) :]
             if fsync:
-                os.fsync(fd)
+                os.fdatasync(fd)
         finally:
             os.close(fd)
     except BaseException:
@@ -90,7 +94,7 @@ def link_or_copy(src: Path, dst: Path, *, fsync: bool = True) -> None:
                 shutil.copyfileobj(source, target, 1024 * 1024)
                 target.flush()
             if fsync:
-                os.fsync(fd)
+                os.fdatasync(fd)
         finally:
             os.close(fd)
     except BaseException:

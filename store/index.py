@@ -1093,7 +1093,7 @@ class FolderIndex:
                 os.pwrite(fd, data, offset)
             faults.reached("journal.written")
             if self._fsync:
-                os.fsync(fd)
+                os.fdatasync(fd)  # an append: data and the new size, which fdatasync covers
             faults.reached("journal.synced")
         except BaseException:
             with contextlib.suppress(OSError):

@@ -795,7 +795,7 @@ class Folder:
         if self.mailbox._store.fsync:
             fd = os.open(path, os.O_RDONLY)
             try:
-                os.fsync(fd)
+                os.fdatasync(fd)  # data and size; the link is synced with its directory
             finally:
                 os.close(fd)
         return Prepared(path, st.st_size, metadata, flags, keywords, date_ms), None

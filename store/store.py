@@ -170,7 +170,7 @@ class Store:
                 if self.fsync:
                     fd = os.open(source, os.O_RDONLY)
                     try:
-                        os.fsync(fd)
+                        os.fdatasync(fd)  # data and size; the link is synced with its directory
                     finally:
                         os.close(fd)
             faults.reached("deliver.tmp_written")
