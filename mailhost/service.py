@@ -132,7 +132,14 @@ class Service:
                     checker=self.auth,
                     devices=self.devices,
                     policies=FixedPolicySource(),
-                    commands=default_commands(recipients=DirectoryRecipients(self.directory)),
+                    commands=default_commands(
+                        recipients=DirectoryRecipients(self.directory),
+                        store=self.store,
+                        hub=self.hub,
+                        state_dir=self.config.data_dir / "activesync",
+                        hostname=self.config.hostname,
+                        max_message_size=self.config.smtp.max_message_size,
+                    ),
                     accepted_domain=lambda domain: self.directory.domain(domain) is not None,
                 )
             server = web.HttpServer(app, secure=name == "https")

@@ -322,3 +322,340 @@ def user_information() -> Element:
 
 def folder_sync(key: str = "0") -> Element:
     return E("FolderHierarchy:FolderSync", E("FolderHierarchy:SyncKey", key))
+
+
+# --- mail commands (Sync, Ping, SendMail, ...) ------------------------------------------
+
+
+def body_preference(
+    kind: int,
+    truncation: int | None = None,
+    *,
+    all_or_none: bool = False,
+    preview: int | None = None,
+) -> Element:
+    return E(
+        "AirSyncBase:BodyPreference",
+        E("AirSyncBase:Type", kind),
+        E("AirSyncBase:TruncationSize", truncation) if truncation is not None else None,
+        E("AirSyncBase:AllOrNone", 1) if all_or_none else None,
+        E("AirSyncBase:Preview", preview) if preview is not None else None,
+    )
+
+
+def sync_options(
+    *prefs: Element, filter_type: int | None = None, mime_support: int | None = None
+) -> Element:
+    return E(
+        "AirSync:Options",
+        E("AirSync:FilterType", filter_type) if filter_type is not None else None,
+        E("AirSync:MIMESupport", mime_support) if mime_support is not None else None,
+        list(prefs),
+    )
+
+
+def sync_collection(
+    collection_id: str,
+    key: str,
+    *,
+    window: int | None = None,
+    get_changes: bool | None = None,
+    options: Element | None = None,
+    commands: list[Element] | None = None,
+    deletes_as_moves: bool | None = None,
+) -> Element:
+    # MS-ASCMD 2.2.3.29.2: SyncKey, CollectionId, DeletesAsMoves, GetChanges, WindowSize,
+    # Options, Commands (in this order).
+    return E(
+        "AirSync:Collection",
+        E("AirSync:SyncKey", key),
+        E("AirSync:CollectionId", collection_id),
+        E("AirSync:DeletesAsMoves", 1 if deletes_as_moves else 0)
+        if deletes_as_moves is not None
+        else None,
+        E("AirSync:GetChanges", 1 if get_changes else 0) if get_changes is not None else None,
+        E("AirSync:WindowSize", window) if window is not None else None,
+        options,
+        E("AirSync:Commands", commands) if commands else None,
+    )
+
+
+def sync_request(
+    *collections: Element,
+    wait: int | None = None,
+    heartbeat: int | None = None,
+    partial: bool = False,
+) -> Element:
+    return E(
+        "AirSync:Sync",
+        E("AirSync:Collections", list(collections)) if collections else None,
+        E("AirSync:Wait", wait) if wait is not None else None,
+        E("AirSync:HeartbeatInterval", heartbeat) if heartbeat is not None else None,
+        E("AirSync:Partial") if partial else None,
+    )
+
+
+def change_command(server_id: str, *data: Element) -> Element:
+    return E("AirSync:Change", E("AirSync:ServerId", server_id), E("AirSync:ApplicationData", data))
+
+
+def delete_command(server_id: str) -> Element:
+    return E("AirSync:Delete", E("AirSync:ServerId", server_id))
+
+
+def fetch_command(server_id: str) -> Element:
+    return E("AirSync:Fetch", E("AirSync:ServerId", server_id))
+
+
+def ping_request(heartbeat: int | None, *folders: str) -> Element:
+    return E(
+        "Ping:Ping",
+        E("Ping:HeartbeatInterval", heartbeat) if heartbeat is not None else None,
+        E(
+            "Ping:Folders",
+            [E("Ping:Folder", E("Ping:Id", f), E("Ping:Class", "Email")) for f in folders],
+        )
+        if folders
+        else None,
+    )
+
+
+def send_mail(mime: bytes, client_id: str, *, save: bool = True) -> Element:
+    return E(
+        "ComposeMail:SendMail",
+        E("ComposeMail:ClientId", client_id),
+        E("ComposeMail:SaveInSentItems") if save else None,
+        E("ComposeMail:Mime", mime),
+    )
+
+
+def smart(
+    command: str,
+    mime: bytes,
+    client_id: str,
+    folder_id: str,
+    item_id: str,
+    *,
+    replace_mime: bool = False,
+    save: bool = True,
+) -> Element:
+    return E(
+        f"ComposeMail:{command}",
+        E("ComposeMail:ClientId", client_id),
+        E("ComposeMail:SaveInSentItems") if save else None,
+        E("ComposeMail:ReplaceMime") if replace_mime else None,
+        E(
+            "ComposeMail:Source",
+            E("ComposeMail:FolderId", folder_id),
+            E("ComposeMail:ItemId", item_id),
+        ),
+        E("ComposeMail:Mime", mime),
+    )
+
+
+def move_items(*moves: tuple[str, str, str]) -> Element:
+    return E(
+        "Move:MoveItems",
+        [
+            E("Move:Move", E("Move:SrcMsgId", s), E("Move:SrcFldId", f), E("Move:DstFldId", d))
+            for s, f, d in moves
+        ],
+    )
+
+
+def fetch_attachment(reference: str, range_: str | None = None) -> Element:
+    return E(
+        "ItemOperations:ItemOperations",
+        E(
+            "ItemOperations:Fetch",
+            E("ItemOperations:Store", "Mailbox"),
+            E("AirSyncBase:FileReference", reference),
+            E("ItemOperations:Options", E("ItemOperations:Range", range_)) if range_ else None,
+        ),
+    )
+
+
+def search_mailbox(
+    text: str, *, collection: str | None = None, range_: str = "0-9", deep: bool = False
+) -> Element:
+    return E(
+        "Search:Search",
+        E(
+            "Search:Store",
+            E("Search:Name", "Mailbox"),
+            E(
+                "Search:Query",
+                E(
+                    "Search:And",
+                    E("AirSync:Class", "Email"),
+                    E("AirSync:CollectionId", collection) if collection else None,
+                    E("Search:FreeText", text),
+                ),
+            ),
+            E(
+                "Search:Options",
+                E("Search:RebuildResults"),
+                E("Search:DeepTraversal") if deep else None,
+                E("Search:Range", range_),
+                body_preference(1, 200),
+            ),
+        ),
+    )
+
+
+@dataclass
+class FolderList:
+    """FolderSync's answer as a lookup: type -> folder id, name -> folder id."""
+
+    key: str
+    by_type: dict[int, str]
+    by_name: dict[str, str]
+    count: int
+
+
+def folder_list(response: EasResponse) -> FolderList:
+    assert response.document is not None, response
+    assert response.status_at("Status") == 1, response.document
+    key = response.text("SyncKey") or ""
+    by_type: dict[int, str] = {}
+    by_name: dict[str, str] = {}
+    adds = response.document.findall("Changes/Add")
+    for add in adds:
+        folder_id = add.text_of("ServerId") or ""
+        by_type.setdefault(int(add.text_of("Type") or 0), folder_id)
+        by_name[add.text_of("DisplayName") or ""] = folder_id
+    return FolderList(key, by_type, by_name, int(response.text("Changes/Count") or 0))
+
+
+@dataclass
+class SyncResult:
+    key: str
+    status: int
+    adds: dict[str, Element]
+    changes: dict[str, Element]
+    deletes: list[str]
+    soft_deletes: list[str]
+    more: bool
+    responses: list[Element]
+    collection: Element
+
+
+def sync_result(response: EasResponse, collection_id: str | None = None) -> SyncResult:
+    assert response.status == 200 and response.document is not None, response
+    for collection in response.document.findall("Collections/Collection"):
+        if collection_id is not None and collection.text_of("CollectionId") != collection_id:
+            continue
+        commands = collection.find("Commands")
+        adds: dict[str, Element] = {}
+        changes: dict[str, Element] = {}
+        deletes: list[str] = []
+        soft: list[str] = []
+        for command in commands.children if commands is not None else ():
+            sid = command.text_of("ServerId") or ""
+            if command.tag == "Add":
+                adds[sid] = command.find("ApplicationData") or command
+            elif command.tag == "Change":
+                changes[sid] = command.find("ApplicationData") or command
+            elif command.tag == "Delete":
+                deletes.append(sid)
+            elif command.tag == "SoftDelete":
+                soft.append(sid)
+        responses = collection.find("Responses")
+        return SyncResult(
+            key=collection.text_of("SyncKey") or "",
+            status=int(collection.text_of("Status") or 0),
+            adds=adds,
+            changes=changes,
+            deletes=deletes,
+            soft_deletes=soft,
+            more=collection.find("MoreAvailable") is not None,
+            responses=list(responses.children) if responses is not None else [],
+            collection=collection,
+        )
+    raise AssertionError(f"no collection {collection_id} in {response.document}")
+
+
+# --- an in-process server with a real store (Sync, Ping, SendMail, ... tests) ------------
+
+
+class FakeHubDirectory:
+    """`HubDirectory` over data: example.org is ours, the accounts' addresses are local."""
+
+    def __init__(self, accounts: Any, domains: Mapping[str, Any]) -> None:
+        self.accounts = list(accounts)
+        self.domains = dict(domains)
+
+    def domain_kind(self, domain: str) -> Any:
+        return self.domains.get(domain.lower())
+
+    def local_recipient(self, address: str) -> Any:
+        from transport.hub import LocalRecipient
+
+        for account in self.accounts:
+            if address.lower() in {a.lower() for a in account.addresses}:
+                return LocalRecipient(account.mailbox_id, account.address)
+        return None
+
+    def addresses_of(self, owner: str) -> tuple[str, ...]:
+        for account in self.accounts:
+            if account.address == owner:
+                return tuple(a.lower() for a in account.addresses)
+        return ()
+
+
+@dataclass
+class MailEnv:
+    """The ActiveSync app with the mail commands over a real store in a temporary folder."""
+
+    env: Any  # eas_env.EasEnv
+    store: Any  # store.Store
+    services: Any  # MailServices
+    root: Any  # Path
+
+    def client(self, *args: Any, **kwargs: Any) -> EasClient:
+        client: EasClient = self.env.client(*args, **kwargs)
+        return client
+
+    def deliver(self, mailbox_id: str, message: bytes, folder: str = "Inbox", **kw: Any) -> int:
+        results = self.store.deliver(message, [mailbox_id], folder, **kw)
+        assert results[0].ok, results[0].error
+        uid: int = results[0].uid
+        return uid
+
+    def folder(self, mailbox_id: str, name: str = "Inbox") -> Any:
+        return self.store.open_mailbox(mailbox_id).folder(name)
+
+
+def start_mail_env(make_env: Any, root: Any, *, accounts: Any, settings: Any = None,
+                   recipients: Any = None, fsync: bool = False) -> MailEnv:  # fmt: skip
+    from pathlib import Path
+
+    from protocols.activesync.commands import MailServices, default_commands
+    from protocols.activesync.syncstate import SyncStateStore
+    from store import Store
+    from transport.hub import DomainKind, Hub
+    from transport.submission import Submitter
+
+    root = Path(root)
+    store = Store(root / "mailboxes", hostname="mail.example.org", fsync=fsync)
+    directory = FakeHubDirectory(accounts, {"example.org": DomainKind.AUTHORITATIVE})
+    hub = Hub(directory, store, spool_dir=root / "spool")
+    services = MailServices(
+        store=store,
+        states=SyncStateStore(root / "activesync", fsync=fsync),
+        submitter=Submitter(hub, hostname="mail.example.org"),
+        recipients=recipients,
+    )
+    commands = default_commands(recipients=recipients, mail=services)
+    env = make_env(settings=settings, commands=commands)
+    return MailEnv(env, store, services, root)
+
+
+def simple_message(subject: str, *, sender: str = "carol@example.org",
+                   to: str = "alice@example.org", body: str = "Hello there.\r\n",
+                   extra: str = "") -> bytes:  # fmt: skip
+    return (
+        f"From: Carol <{sender}>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{abs(hash(subject))}.{len(body)}@example.org>\r\n"
+        f"Date: Mon, 01 Jan 2024 10:00:00 +0000\r\n{extra}\r\n{body}"
+    ).encode()
