@@ -133,6 +133,17 @@ class SmtpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ImapConfig:
+    append_limit_mb: int = doc("largest message APPEND accepts, in MiB (APPENDLIMIT)", 25)
+    idle_timeout_minutes: float = doc("minutes an IDLE may last (RFC 2177: at least 29)", 30.0)
+    autologout_minutes: float = doc("minutes a logged-in client may stay silent", 30.0)
+    commands_per_second: float = doc("sustained commands per second before slowing a client", 200.0)
+    metadata_cache_mb: int = doc(
+        "memory for parsed envelopes and structures shared by all IMAP sessions, in MiB", 256
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class QueueConfig:
     nameservers: tuple[str, ...] = doc(
         'DNS servers for MX lookups, "address" or "address:port"; empty: /etc/resolv.conf',
@@ -195,6 +206,7 @@ class Config:
     auth: AuthSettings = doc("password logins (every protocol)", default_factory=AuthSettings)
     smtp: SmtpConfig = doc("SMTP receive connectors", default_factory=SmtpConfig)
     queue: QueueConfig = doc("the outbound queue and MX delivery", default_factory=QueueConfig)
+    imap: ImapConfig = doc("the IMAP server", default_factory=ImapConfig)
     activesync: ActiveSyncConfig = doc(
         "the ActiveSync virtual directory", default_factory=ActiveSyncConfig
     )

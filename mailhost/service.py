@@ -39,6 +39,7 @@ from protocols.activesync.context import ActiveSyncSettings, MailPorts
 from protocols.activesync.policy import FixedPolicySource
 from protocols.connection import ConnectionInfo, Drain
 from protocols.imap.server import ImapSettings, serve_imap
+from protocols.imap.shared import shared_state
 from protocols.pop3.maildrop import StoreMaildrops
 from protocols.pop3.session import MaildropLocks, Pop3Settings, serve_pop3
 from protocols.smtp.backend import BackendSettings, HubBackend
@@ -102,6 +103,7 @@ class Service:
         self.devices = SqliteDeviceRegistry(
             config.directory_path, recovery_key_path=config.data_dir / "eas-recovery.key"
         )
+        self.imap_shared = shared_state(self.store)
         self.pop3_locks = MaildropLocks()
         self.maildrops = StoreMaildrops(self.store)
         self.listeners: list[Listener] = []
@@ -177,15 +179,22 @@ class Service:
         )
 
     async def _serve_imap(self, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
+        imap = self.config.imap
         await serve_imap(
             stream,
             info,
             settings=ImapSettings(
                 hostname=self.config.hostname,
                 plaintext_on_loopback=self.config.auth.plaintext_on_loopback,
+                append_limit=imap.append_limit_mb * 1024 * 1024,
+                idle_timeout=imap.idle_timeout_minutes * 60,
+                autologout_timeout=imap.autologout_minutes * 60,
+                commands_per_second=imap.commands_per_second,
+                metadata_cache_bytes=imap.metadata_cache_mb * 1024 * 1024,
             ),
             checker=self.auth,
             store=self.store,
+            shared=self.imap_shared,
         )
 
     async def _serve_pop3(self, stream: trio.abc.Stream, info: ConnectionInfo) -> None:

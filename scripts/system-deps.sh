@@ -2,7 +2,7 @@
 # Debian packages the test suite uses as real, independent clients and codecs.
 # Installed with apt-get when running as root; otherwise the missing ones are named.
 set -u
-PKGS="swaks fetchmail libnet-ssleay-perl libio-socket-ssl-perl libwbxml2-utils curl openssl"
+PKGS="swaks fetchmail libnet-ssleay-perl libio-socket-ssl-perl libwbxml2-utils curl openssl isync"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,7 +1,20 @@
-"""IMAP4rev1/IMAP4rev2: the sans-IO protocol layer (and, later, its trio I/O layer).
+"""IMAP4rev1/IMAP4rev2: a sans-IO protocol layer and the trio session bound to the store.
 
-Everything in this package so far is pure: no trio, no store, no transport. The session
-(the trio layer bound to the store) is built on these pieces:
+The server (impure: trio and the store):
+
+``server`` — :func:`~protocols.imap.server.serve_imap`, what the service calls per
+connection, and :class:`~protocols.imap.settings.ImapSettings`.
+
+``session`` — :class:`~protocols.imap.session.ImapSession`: the command loop, TLS and
+STARTTLS, COMPRESS (``compress``), timeouts, throttle, and the dispatch table over
+``mailboxes`` (authenticated-state commands) and ``messages`` (selected-state commands).
+
+``selected`` — one session's view of its selected folder and how it catches up with the
+change bus; ``shared`` — process-wide \\Recent claims and the metadata cache; ``storemap``
+— store names, flags, metadata and errors in IMAP terms (the one error table);
+``listing`` — LIST/LSUB matching.
+
+The sans-IO pieces (pure: no trio, no store, no transport):
 
 ``parser`` — :class:`~protocols.imap.parser.CommandReader`, the h11-shaped reader::
 

@@ -1,21 +1,19 @@
-"""IMAP over trio: the I/O layer around the sans-IO reader, bound to the store."""
+"""IMAP over trio: the entry point the service calls for the ``imap`` (143, STARTTLS) and
+``imaps`` (993, implicit TLS) listeners. The session itself is :mod:`.session`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import trio
 
-from protocols import unavailable
 from protocols.auth import PasswordChecker
 from protocols.connection import ConnectionInfo
 from store.store import Store
 
+from .session import ImapSession
+from .settings import ImapSettings
+from .shared import ImapShared, shared_state
 
-@dataclass(frozen=True, slots=True)
-class ImapSettings:
-    hostname: str
-    plaintext_on_loopback: bool = False
+__all__ = ["ImapSettings", "serve_imap"]
 
 
 async def serve_imap(
@@ -25,5 +23,15 @@ async def serve_imap(
     settings: ImapSettings,
     checker: PasswordChecker,
     store: Store,
+    shared: ImapShared | None = None,
 ) -> None:
-    await unavailable.refuse(stream, "imap")
+    """Serve one connection until LOGOUT, a timeout, the client leaving or a drain.
+
+    ``shared`` is the process-wide state (\\Recent claims, metadata cache); by default the
+    one belonging to ``store``.
+    """
+    state = shared or shared_state(store, metadata_cache_bytes=settings.metadata_cache_bytes)
+    session = ImapSession(
+        stream, info, settings=settings, checker=checker, store=store, shared=state
+    )
+    await session.run()

@@ -10,14 +10,14 @@ import time
 import pytest
 from harness import Instance, Server, mailhost_argv
 
-# Each listener greets in its protocol (one not served yet says "not available").
+# Each listener greets in its own protocol.
 PLAIN_GREETINGS = {
     "smtp": b"220 mail.example.test ",
     "submission": b"220 mail.example.test ",
-    "imap": b"* BYE ",
+    "imap": b"* OK ",
     "pop3": b"+OK ",
 }
-TLS_GREETINGS = {"submissions": b"220 ", "imaps": b"* BYE ", "pop3s": b"+OK "}
+TLS_GREETINGS = {"submissions": b"220 ", "imaps": b"* OK ", "pop3s": b"+OK "}
 
 
 def _read_line(sock: socket.socket | ssl.SSLSocket) -> bytes:

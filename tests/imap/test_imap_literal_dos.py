@@ -7,6 +7,12 @@ unrecoverable, never silently desynchronised).
 
 from __future__ import annotations
 
+import socket
+import zlib
+from pathlib import Path
+
+from harness import Instance, Server
+
 from protocols.imap import limits
 from protocols.imap.commands import AppendCommand, LoginCommand, NoopCommand
 from protocols.imap.parser import (
@@ -231,3 +237,96 @@ def test_id_limits() -> None:
     assert "ID" in only_bad(drive(CommandReader(), b"A1 ID (" + pairs + b")\r\n")).reason
     long_value = b'A1 ID ("name" "' + b"v" * (limits.MAX_ID_VALUE + 1) + b'")\r\n'
     assert "ID" in only_bad(drive(CommandReader(), long_value)).reason
+
+
+# --- end to end: raw sockets against the real server, with an RSS budget ---------------
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+class _Raw:
+    def __init__(self, server: Server, instance: Instance) -> None:
+        ctx = instance.client_context(check_hostname=False)
+        self.sock = ctx.wrap_socket(socket.create_connection(server.address("imaps"), timeout=15))
+        self.file = self.sock.makefile("rb")
+        assert self.file.readline().startswith(b"* OK")
+
+    def line(self) -> bytes:
+        return self.file.readline()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def test_oversized_literal_and_line_end_to_end(server: Server, instance: Instance) -> None:
+    pid = server.process.pid
+    raw = _Raw(server, instance)
+    raw.send(f"L LOGIN {instance.user} {instance.password}\r\n".encode())
+    assert raw.line().startswith(b"L OK")
+    before = _rss_kib(pid)
+    # A 4 GiB APPEND is refused before any "+" (RFC 7889 4), and the next command works.
+    raw.send(b"A1 APPEND INBOX {4294967296}\r\n")
+    reply = raw.line()
+    assert reply.startswith(b"A1 NO [TOOBIG]"), reply
+    raw.send(b"A2 NOOP\r\n")
+    assert raw.line().startswith(b"A2 OK")
+    # Over APPENDLIMIT (10 MiB by default) but a valid number: also refused without "+".
+    raw.send(b"A3 APPEND INBOX {10485761}\r\n")
+    assert raw.line().startswith(b"A3 NO [TOOBIG]")
+    # A numeric overflow in the marker.
+    raw.send(b"A4 APPEND INBOX {99999999999999999999}\r\nA5 NOOP\r\n")
+    assert raw.line().startswith(b"A4 NO [TOOBIG]")
+    assert raw.line().startswith(b"A5 OK")
+    # A non-synchronizing literal over LITERAL-'s 4096 is refused and skipped, not run.
+    junk = b"x" * 5000
+    raw.send(b"A6 LOGIN {5000+}\r\n" + junk + b"\r\nA7 NOOP\r\n")
+    assert raw.line().startswith(b"A6 BAD [TOOBIG]")
+    assert raw.line().startswith(b"A7 OK")
+    # A 1 MiB line without CRLF: BAD before the end arrives, then resynchronised.
+    raw.send(b"B1 NOOP " + b"y" * (1024 * 1024) + b"\r\nB2 NOOP\r\n")
+    assert raw.line().startswith(b"B1 BAD")
+    assert raw.line().startswith(b"B2 OK")
+    # 4000 nested parentheses (CVE-2026-27857).
+    raw.send(b"C1 SEARCH " + b"(" * 4000 + b"ALL" + b")" * 4000 + b"\r\nC2 NOOP\r\n")
+    assert raw.line().startswith(b"C1 BAD")
+    assert raw.line().startswith(b"C2 OK")
+    after = _rss_kib(pid)
+    raw.close()
+    assert after - before < 20 * 1024, (before, after)  # nothing buffered the junk
+
+
+def test_deflate_bomb_is_bounded(server: Server, instance: Instance) -> None:
+    """COMPRESS=DEFLATE inflation is bounded (checklist 38, 42): 200 MiB of one line,
+    compressed to ~200 KiB, costs a BAD and no memory."""
+    pid = server.process.pid
+    raw = _Raw(server, instance)
+    raw.send(f"L LOGIN {instance.user} {instance.password}\r\n".encode())
+    assert raw.line().startswith(b"L OK")
+    raw.send(b"Z COMPRESS DEFLATE\r\n")
+    assert raw.line().startswith(b"Z OK")
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    inflate = zlib.decompressobj(-15)
+    before = _rss_kib(pid)
+    chunk = b"a" * (1024 * 1024)
+    raw.send(deflate.compress(b"B1 NOOP "))
+    for _ in range(200):
+        raw.send(deflate.compress(chunk))
+    raw.send(deflate.compress(b"\r\nB2 NOOP\r\n") + deflate.flush(zlib.Z_SYNC_FLUSH))
+    out = b""
+    while out.count(b"\r\n") < 2:
+        data = raw.sock.recv(65536)
+        assert data
+        out += inflate.decompress(data)
+    first, second = out.split(b"\r\n")[:2]
+    assert first.startswith(b"B1 BAD") and second.startswith(b"B2 OK")
+    assert _rss_kib(pid) - before < 20 * 1024
+    raw.close()

@@ -6,7 +6,12 @@ store refuses flagged names and validates again on its own.
 
 from __future__ import annotations
 
+import imaplib
+import os
+from pathlib import Path
+
 import pytest
+from harness import Instance, Server
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -101,3 +106,91 @@ def test_unflagged_names_are_safe(name: str) -> None:
     assert mailbox_name_problem(decoded.name) == decoded.problem or decoded.problem == (
         "invalid mailbox name encoding"
     )
+
+
+# --- end to end: the real server, imaplib, and the file system --------------------------
+
+END_TO_END_NAMES = [
+    "../x",
+    "/etc",
+    "~root",
+    "a/../../b",
+    "..",
+    "a//b",
+    "a\\b",
+    "&AC4ALg-",  # ".." in modified UTF-7
+    "&AC4ALgAv-x",  # "../x"
+    "a&AAA-b",  # NUL
+    "&AA0ACg-",  # CR LF
+    "x" * 300,  # a level longer than NAME_MAX
+]
+
+
+def _tree(root: Path) -> set[str]:
+    return {
+        str(Path(dirpath, name).relative_to(root))
+        for dirpath, dirnames, filenames in os.walk(root)
+        for name in (*dirnames, *filenames)
+    }
+
+
+def test_traversal_names_are_refused_end_to_end(server: Server, instance: Instance) -> None:
+    mailbox_root = instance.mailbox_dir(instance.user)
+    client = imaplib.IMAP4_SSL(
+        *server.address("imaps"), ssl_context=instance.client_context(check_hostname=False)
+    )
+    client.login(instance.user, instance.password)
+    outside_before = _tree(instance.folder) - {
+        p
+        for p in _tree(instance.folder)
+        if p.startswith(str(mailbox_root.relative_to(instance.folder)))
+    }
+    for name in END_TO_END_NAMES:
+        quoted = '"' + name.replace("\\", "\\\\") + '"'
+        for command, args in (
+            ("CREATE", (quoted,)),
+            ("DELETE", (quoted,)),
+            ("SELECT", (quoted,)),
+            ("RENAME", ("INBOX", quoted)),
+            ("RENAME", ("Archive", quoted)),
+            ("APPEND", (quoted, "{1+}\r\nx")),
+            ("STATUS", (quoted, "(MESSAGES)")),
+        ):
+            typ, data = (
+                client._simple_command(command, *args)
+                if command != "APPEND"
+                else (_raw_append(client, quoted))
+            )
+            assert typ == "NO", (command, name, typ, data)
+        client.state = "AUTH"
+    # Names that only look like maildir internals are fine: they stay inside the root.
+    for harmless in ("tmp", "new", "cur", "New/cur", "dovecot.index"):
+        typ, data = client.create(harmless)
+        assert typ == "OK", (harmless, data)
+    typ, listing = client.list()
+    names = b"\n".join(x for x in listing if isinstance(x, bytes))
+    assert b'"/" tmp' in names and b'"/" New/cur' in names
+    client.logout()
+    outside_after = _tree(instance.folder) - {
+        p
+        for p in _tree(instance.folder)
+        if p.startswith(str(mailbox_root.relative_to(instance.folder)))
+    }
+    created_outside = {
+        p for p in outside_after - outside_before if not p.startswith(("run", "spool", "queue"))
+    }
+    assert not {
+        p for p in created_outside if not p.endswith((".log", ".sqlite3-wal", ".sqlite3-shm"))
+    }
+    # Every folder directory is a direct child of the mailbox root.
+    for entry in mailbox_root.iterdir():
+        assert entry.parent == mailbox_root
+        assert entry.name not in ("..", ".")
+
+
+def _raw_append(client: imaplib.IMAP4, quoted: str) -> tuple[str, list[bytes]]:
+    try:
+        typ, data = client.append(quoted, None, None, b"Subject: x\r\n\r\nx\r\n")
+    except imaplib.IMAP4.error as exc:
+        return "BAD", [str(exc).encode()]
+    return typ, data
