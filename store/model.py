@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -118,6 +118,26 @@ class FolderSnapshot:
 
     def __len__(self) -> int:
         return len(self.uids)
+
+    # Read-only columns by position (0-based), for readers that walk a whole folder
+    # (IMAP `UID FETCH 1:* (FLAGS)`): a bisect per UID costs more than the answer.
+    @property
+    def flag_bits(self) -> Sequence[int]:
+        """Flag bits per position (store.flags.bits_to_flags decodes them)."""
+        return self._flags
+
+    @property
+    def modseqs(self) -> Sequence[int]:
+        return self._modseqs
+
+    @property
+    def sizes(self) -> Sequence[int]:
+        return self._sizes
+
+    @property
+    def keywords_by_uid(self) -> Mapping[int, frozenset[str]]:
+        """Keywords of the messages that have any."""
+        return self._keywords
 
     def __contains__(self, uid: object) -> bool:
         return isinstance(uid, int) and self.index_of(uid) is not None

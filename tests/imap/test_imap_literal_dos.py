@@ -279,8 +279,9 @@ def test_oversized_literal_and_line_end_to_end(server: Server, instance: Instanc
     assert reply.startswith(b"A1 NO [TOOBIG]"), reply
     raw.send(b"A2 NOOP\r\n")
     assert raw.line().startswith(b"A2 OK")
-    # Over APPENDLIMIT (10 MiB by default) but a valid number: also refused without "+".
-    raw.send(b"A3 APPEND INBOX {10485761}\r\n")
+    # Over APPENDLIMIT (imap.append_limit_mb, 25 MiB by default) but a valid number: also
+    # refused without "+".
+    raw.send(b"A3 APPEND INBOX {26214401}\r\n")
     assert raw.line().startswith(b"A3 NO [TOOBIG]")
     # A numeric overflow in the marker.
     raw.send(b"A4 APPEND INBOX {99999999999999999999}\r\nA5 NOOP\r\n")

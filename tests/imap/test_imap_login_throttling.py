@@ -14,8 +14,8 @@ import time
 import pytest
 from harness import Instance
 from imap_e2e_support import imaps
+from imap_session_kit import PASSWORD, SessionWorld
 
-from conftest import PASSWORD, SessionWorld
 from protocols.imap.settings import MAX_LOGIN_FAILURES
 
 

@@ -10,8 +10,8 @@ import re
 
 import trio
 import trio.testing
+from imap_session_kit import PASSWORD, SessionWorld, message
 
-from conftest import PASSWORD, SessionWorld, message
 from protocols.imap.settings import ImapSettings
 from store import Flag
 
