@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -107,13 +108,20 @@ def literal(data: bytes, *, binary: bool = False) -> bytes:
     return prefix + b"{" + str(len(data)).encode() + b"}\r\n" + data
 
 
+# Printable ASCII without '"' or '\\': quoted as it is (most header text; the fast path).
+_PLAIN_QUOTED: Final = re.compile(rb"[\x20\x21\x23-\x5b\x5d-\x7e]{0,%d}" % MAX_QUOTED_RESPONSE)
+
+
 def string(value: str | bytes, *, utf8: bool = False) -> bytes:
     """RFC 3501 9 ``string``: quoted when safe, else a literal.
 
     NUL cannot appear in either (RFC 3501 9: CHAR8 excludes it); header-derived text that
     holds one gets U+FFFD instead. Body content goes through :func:`literal`.
     """
-    raw = _to_bytes(value).replace(b"\x00", "\ufffd".encode())
+    raw = _to_bytes(value)
+    if _PLAIN_QUOTED.fullmatch(raw):
+        return b'"' + raw + b'"'
+    raw = raw.replace(b"\x00", "\ufffd".encode())
     if _quotable(raw, utf8):
         return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return literal(raw)
