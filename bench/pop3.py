@@ -153,9 +153,7 @@ def run_dovecot(maildir: Path, retr: int) -> dict[str, float] | str:
     (base / "passwd").write_text("bench:{PLAIN}bench-password\n")
     conf = base / "dovecot.conf"
     conf.write_text(
-        DOVECOT_CONF.format(
-            base=base, maildir=maildir, uid=mail.pw_uid, gid=mail.pw_gid, port=port
-        )
+        DOVECOT_CONF.format(base=base, maildir=maildir, uid=mail.pw_uid, gid=mail.pw_gid, port=port)
     )
     subprocess.run(["dovecot", "-c", str(conf)], check=True)
     try:
