@@ -195,6 +195,7 @@ class _State:
         "keywords",
         "modseqs",
         "mtimes",
+        "saved",
         "sizes",
         "total_size",
         "uidnext",
@@ -214,6 +215,8 @@ class _State:
         self.flags: array[int] = array("B")
         self.sizes: array[int] = array("Q")
         self.dates: array[int] = array("q")
+        # When each message was saved into this folder (RFC 8514 SAVEDATE), ms since epoch.
+        self.saved: array[int] = array("q")
         self.cache: array[int] = array("q")
         self.keys: list[str] = []
         self.keywords: dict[int, frozenset[str]] = {}
@@ -296,6 +299,7 @@ class _State:
             self.flags.append(bits)
             self.sizes.append(op["size"])
             self.dates.append(op["date"])
+            self.saved.append(op.get("saved", op["date"]))
             self.cache.append(op.get("co", -1))
             self.keys.append(op["key"])
         else:
@@ -304,6 +308,7 @@ class _State:
             self.flags.insert(pos, bits)
             self.sizes.insert(pos, op["size"])
             self.dates.insert(pos, op["date"])
+            self.saved.insert(pos, op.get("saved", op["date"]))
             self.cache.insert(pos, op.get("co", -1))
             self.keys.insert(pos, op["key"])
         if kws:
@@ -343,7 +348,14 @@ class _State:
                 self.unseen -= 1
         if len(positions) < 32:
             for p in reversed(positions):
-                for column in (self.uids, self.modseqs, self.flags, self.sizes, self.dates):
+                for column in (
+                    self.uids,
+                    self.modseqs,
+                    self.flags,
+                    self.sizes,
+                    self.dates,
+                    self.saved,
+                ):
                     del column[p]
                 del self.cache[p]
                 del self.keys[p]
@@ -355,6 +367,7 @@ class _State:
             self.flags = array("B", (self.flags[i] for i in keep))
             self.sizes = array("Q", (self.sizes[i] for i in keep))
             self.dates = array("q", (self.dates[i] for i in keep))
+            self.saved = array("q", (self.saved[i] for i in keep))
             self.cache = array("q", (self.cache[i] for i in keep))
             self.keys = [self.keys[i] for i in keep]
         for uid in gone:
@@ -388,6 +401,7 @@ class _State:
                 "flags": self.flags.tobytes(),
                 "sizes": self.sizes.tobytes(),
                 "dates": self.dates.tobytes(),
+                "saved": self.saved.tobytes(),
                 "cache": self.cache.tobytes(),
                 "keys": self.keys,
                 "kwtable": self.keyword_table,
@@ -418,10 +432,14 @@ class _State:
             s.cache_records = d["cr"]
             for name in ("uids", "modseqs", "flags", "sizes", "dates", "cache"):
                 getattr(s, name).frombytes(d[name])
+            if "saved" in d:
+                s.saved.frombytes(d["saved"])
+            else:  # an index written before save dates were kept: the internal date
+                s.saved = array("q", s.dates)
             s.exp_uids.frombytes(d["exp_uids"])
             s.exp_modseqs.frombytes(d["exp_modseqs"])
             if d["byteorder"] != sys.byteorder:
-                for column in (s.uids, s.modseqs, s.sizes, s.dates, s.cache):
+                for column in (s.uids, s.modseqs, s.sizes, s.dates, s.saved, s.cache):
                     column.byteswap()
                 s.exp_uids.byteswap()
                 s.exp_modseqs.byteswap()
@@ -432,7 +450,8 @@ class _State:
             s.keywords = {uid: frozenset(table[i] for i in ids) for uid, ids in d["kw"]}
             n = len(s.uids)
             if not all(
-                len(c) == n for c in (s.modseqs, s.flags, s.sizes, s.dates, s.cache, s.keys)
+                len(c) == n
+                for c in (s.modseqs, s.flags, s.sizes, s.dates, s.saved, s.cache, s.keys)
             ) or (n and s.uids[-1] >= s.uidnext):
                 raise IndexCorrupt("index columns disagree")
             s.total_size = sum(s.sizes)
@@ -1059,6 +1078,7 @@ class FolderIndex:
                     "key": key,
                     "size": st.st_size,
                     "date": int(st.st_mtime * 1000),
+                    "saved": int(st.st_ctime * 1000),  # when it was linked in, as near as known
                     "flags": bits_to_letters(bits),
                     "kw": kws,
                     "new": in_new,
@@ -1351,6 +1371,7 @@ class FolderIndex:
             )
             linked: list[Path] = []
             ops: list[dict[str, Any]] = []
+            saved_ms = int(self._clock.now() * 1000)
             try:
                 for i, item in enumerate(items):
                     uid = first + i
@@ -1379,6 +1400,7 @@ class FolderIndex:
                             "key": key,
                             "size": item.size,
                             "date": item.internal_date_ms,
+                            "saved": saved_ms,
                             "flags": bits_to_letters(item.flags),
                             "kw": list(dict.fromkeys(item.keywords)),
                             "new": in_new,
@@ -1549,6 +1571,7 @@ class FolderIndex:
                 modseqs=array("Q", state.modseqs),
                 sizes=array("Q", state.sizes),
                 dates=array("q", state.dates),
+                saved=array("q", state.saved),
                 keywords=dict(state.keywords),
             )
 

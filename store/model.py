@@ -69,6 +69,7 @@ class MessageSummary:
     modseq: int
     size: int
     internal_date: datetime
+    save_date: datetime | None = None  # RFC 8514: when it was saved into this folder
 
 
 class FolderSnapshot:
@@ -83,6 +84,7 @@ class FolderSnapshot:
         "_flags",
         "_keywords",
         "_modseqs",
+        "_saved",
         "_sizes",
         "folder_id",
         "highestmodseq",
@@ -104,6 +106,7 @@ class FolderSnapshot:
         sizes: array[int],
         dates: array[int],
         keywords: dict[int, frozenset[str]],
+        saved: array[int] | None = None,
     ) -> None:
         self.folder_id = folder_id
         self.uidvalidity = uidvalidity
@@ -114,6 +117,7 @@ class FolderSnapshot:
         self._modseqs = modseqs
         self._sizes = sizes
         self._dates = dates
+        self._saved = saved if saved is not None else dates
         self._keywords = keywords
 
     def __len__(self) -> int:
@@ -177,6 +181,7 @@ class FolderSnapshot:
             modseq=self._modseqs[pos],
             size=self._sizes[pos],
             internal_date=_datetime_ms(self._dates[pos]),
+            save_date=_datetime_ms(self._saved[pos]),
         )
 
     def summary(self, uid: int) -> MessageSummary:

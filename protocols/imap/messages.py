@@ -346,8 +346,10 @@ class _FetchJob:
                     if env is None:
                         break
                     parts.append(b"ENVELOPE " + env)
-                else:  # _P_SAVEDATE
-                    parts.append(b"SAVEDATE NIL")  # RFC 8514: no save date is kept
+                else:  # _P_SAVEDATE, RFC 8514 4
+                    saved = snap.summary_at(spos).save_date
+                    value = b"NIL" if saved is None else r.internal_date(saved)
+                    parts.append(b"SAVEDATE " + value)
             else:
                 append(b"* %d FETCH (%s)\r\n" % (pos + 1, b" ".join(parts)))
         return out
@@ -386,7 +388,8 @@ class _FetchJob:
                 elif item is c.FetchItem.MODSEQ:
                     add(b"MODSEQ", b"(" + str(summary.modseq).encode() + b")")  # RFC 7162 3.1.4
                 elif item is c.FetchItem.SAVEDATE:
-                    add(b"SAVEDATE", b"NIL")  # RFC 8514 3: no save date kept  # pragma: no cover
+                    saved = summary.save_date  # RFC 8514 4
+                    add(b"SAVEDATE", b"NIL" if saved is None else r.internal_date(saved))
                 elif item is c.FetchItem.ENVELOPE:
                     env = envelopes.get(uid)
                     if env is None:
@@ -739,7 +742,7 @@ class _Record:
 
     @property
     def save_date(self) -> dt.datetime | None:
-        return None
+        return self._get_summary().save_date
 
     @property
     def modseq(self) -> int:
@@ -871,7 +874,7 @@ def _run_search(
         max_seq=len(sel.uids),
         max_uid=sel.max_uid,
         saved_uids=frozenset(sel.saved),
-        save_dates=False,
+        save_dates=True,  # the store keeps a save date in every mail folder
     )
     match = compile_search(key, ctx)  # type: ignore[arg-type]  # SearchKey union
     found = [rec for rec in records if match(rec)]

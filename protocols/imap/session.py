@@ -247,6 +247,7 @@ class ImapSession:
             "BINARY",
             "MULTIAPPEND",
             "STATUS=SIZE",
+            "SAVEDATE",
             "UTF8=ACCEPT",
             "SORT",
             "THREAD=REFERENCES",

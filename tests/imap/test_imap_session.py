@@ -298,3 +298,21 @@ async def test_drain_during_idle_says_bye(world: SessionWorld) -> None:
     assert (await a.read_line()).startswith(b"+ ")
     world.drain.start()
     assert await a.read_line() == b"* BYE server shutting down\r\n"
+
+
+async def test_savedate_is_the_time_a_message_entered_the_folder(world: SessionWorld) -> None:
+    """RFC 8514: SAVEDATE is advertised, fetched and searched; a copy has its own."""
+    world.deliver(message(1))
+    client = await world.connect()
+    capability = b"".join(await client.ok("CAPABILITY"))
+    assert b" SAVEDATE" in capability
+    await client.ok("SELECT INBOX")
+    (line,) = await client.ok("FETCH 1 (SAVEDATE INTERNALDATE)")
+    assert b'SAVEDATE "' in line and b"SAVEDATE NIL" not in line
+    assert await client.ok("SEARCH SAVEDATESUPPORTED") == [b"* SEARCH 1\r\n"]
+    assert await client.ok("SEARCH SAVEDSINCE 1-Jan-2000") == [b"* SEARCH 1\r\n"]
+    assert await client.ok("SEARCH SAVEDBEFORE 1-Jan-2000") == [b"* SEARCH\r\n"]
+    await client.ok("COPY 1 Archive")
+    await client.ok("SELECT Archive")
+    (copied,) = await client.ok("FETCH 1 (SAVEDATE)")
+    assert b'SAVEDATE "' in copied

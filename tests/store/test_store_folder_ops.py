@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from store_testkit import message, reopen
@@ -144,3 +145,28 @@ def test_metadata_cache_survives_reopen_and_repairs(store: Store, mailbox: Mailb
     meta = third.open_mailbox("alice").inbox.metadata([1, 2, 3])
     assert [m.subject for m in meta.values()] == ["message 1", "message 2", "message 3"]
     third.close()
+
+
+def test_save_dates_are_kept_per_folder_and_survive_reopening(tmp_path: Path) -> None:
+    """RFC 8514 SAVEDATE: when a message entered this folder (a copy gets its own)."""
+    from datetime import UTC, datetime
+
+    from store.clock import FixedClock
+
+    clock = FixedClock(1_700_000_000.0)
+    store = Store(tmp_path, clock=clock)
+    mailbox = store.open_mailbox("m1")
+    inbox = mailbox.inbox
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    uid = inbox.append(message("saved"), internal_date=old).uid
+    clock.advance(3600)
+    archive = mailbox.folder("Archive")
+    ((_, copied),) = inbox.copy_to([uid], archive).mapping
+    first = inbox.snapshot().summary(uid)
+    second = archive.snapshot().summary(copied)
+    assert first.internal_date == old and second.internal_date == old
+    assert first.save_date == datetime.fromtimestamp(1_700_000_000, UTC)
+    assert second.save_date == datetime.fromtimestamp(1_700_003_600, UTC)
+    store.close()
+    again = Store(tmp_path, clock=clock).open_mailbox("m1")
+    assert again.inbox.snapshot().summary(uid).save_date == first.save_date
