@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -124,43 +125,75 @@ _USER_COLUMNS = (
 )
 
 
+class _Connection:
+    """Owns one thread's SQLite connection; closed when the thread (and this) goes."""
+
+    __slots__ = ("__weakref__", "db")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __del__(self) -> None:
+        self.db.close()
+
+
 class Directory:
     """One open directory database. Thread-safe; every method is a short transaction."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            self._db = sqlite3.connect(
-                path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        except sqlite3.Error as exc:
-            raise DirectoryError(f"directory {path}: {exc}") from None
-        self._lock = threading.RLock()
+        # One connection per thread: in WAL mode readers never wait for each other or for
+        # a writer, so the event loop's lookups are never held up by a worker thread's.
+        # Holders are weakly tracked: a connection goes with its thread (trio retires idle
+        # worker threads) and `close` reaches the ones still alive.
+        self._local = threading.local()
+        self._open: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._open_lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
         self._migrate()
 
+    @property
+    def _db(self) -> sqlite3.Connection:
+        holder: _Connection | None = getattr(self._local, "holder", None)
+        if holder is None:
+            try:
+                db = sqlite3.connect(
+                    self.path,
+                    timeout=BUSY_TIMEOUT_MS / 1000,
+                    check_same_thread=False,
+                    isolation_level=None,
+                )
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("PRAGMA foreign_keys=ON")
+                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            except sqlite3.Error as exc:
+                raise DirectoryError(f"directory {self.path}: {exc}") from None
+            holder = _Connection(db)
+            self._local.holder = holder
+            with self._open_lock:
+                self._open.add(holder)
+        return holder.db
+
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        with self._open_lock:
+            holders, self._open = list(self._open), weakref.WeakSet()
+        for holder in holders:
+            holder.db.close()
+        self._local = threading.local()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
 
     def _migrate(self) -> None:
-        with self._lock:
-            self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+        self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
         with self._transaction() as db:
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             version = int(row[0]) if row else 0
@@ -187,15 +220,13 @@ class Directory:
         return Domain(domain, type)
 
     def domains(self) -> list[Domain]:
-        with self._lock:
-            rows = self._db.execute("SELECT name, type FROM domains ORDER BY name").fetchall()
+        rows = self._db.execute("SELECT name, type FROM domains ORDER BY name").fetchall()
         return [Domain(name, DomainType(kind)) for name, kind in rows]
 
     def domain(self, name: str) -> Domain | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT name, type FROM domains WHERE name=?", (name.lower().rstrip("."),)
-            ).fetchone()
+        row = self._db.execute(
+            "SELECT name, type FROM domains WHERE name=?", (name.lower().rstrip("."),)
+        ).fetchone()
         return Domain(row[0], DomainType(row[1])) if row else None
 
     def remove_domain(self, name: str) -> None:
@@ -270,28 +301,25 @@ class Directory:
         return user
 
     def users(self) -> list[User]:
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_USER_COLUMNS} FROM users ORDER BY primary_address"  # noqa: S608
-            ).fetchall()
+        rows = self._db.execute(
+            f"SELECT {_USER_COLUMNS} FROM users ORDER BY primary_address"  # noqa: S608
+        ).fetchall()
         return [_user(row) for row in rows]
 
     def user_by_id(self, user_id: int) -> User | None:
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_USER_COLUMNS} FROM users WHERE id=?",  # noqa: S608
-                (user_id,),
-            ).fetchone()
+        row = self._db.execute(
+            f"SELECT {_USER_COLUMNS} FROM users WHERE id=?",  # noqa: S608
+            (user_id,),
+        ).fetchone()
         return _user(row) if row else None
 
     def user_by_address(self, address: str) -> User | None:
         """The user owning `address` (primary or any other), case-insensitively."""
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_USER_COLUMNS} FROM users WHERE id = "  # noqa: S608
-                "(SELECT user_id FROM addresses WHERE address=?)",
-                (address.strip().lower(),),
-            ).fetchone()
+        row = self._db.execute(
+            f"SELECT {_USER_COLUMNS} FROM users WHERE id = "  # noqa: S608
+            "(SELECT user_id FROM addresses WHERE address=?)",
+            (address.strip().lower(),),
+        ).fetchone()
         return _user(row) if row else None
 
     def search_users(self, query: str, *, limit: int) -> list[User]:
@@ -301,15 +329,14 @@ class Directory:
         if not text or limit < 1:
             return []
         like = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_USER_COLUMNS} FROM users WHERE id IN ("  # noqa: S608
-                "SELECT user_id FROM addresses WHERE address LIKE ? ESCAPE '\\' "
-                "UNION SELECT id FROM users WHERE alias LIKE ? ESCAPE '\\' "
-                "OR lower(display_name) LIKE ? ESCAPE '\\' "
-                "OR lower(display_name) LIKE ? ESCAPE '\\') ORDER BY display_name LIMIT ?",
-                (like, like, like, "% " + like, limit),
-            ).fetchall()
+        rows = self._db.execute(
+            f"SELECT {_USER_COLUMNS} FROM users WHERE id IN ("  # noqa: S608
+            "SELECT user_id FROM addresses WHERE address LIKE ? ESCAPE '\\' "
+            "UNION SELECT id FROM users WHERE alias LIKE ? ESCAPE '\\' "
+            "OR lower(display_name) LIKE ? ESCAPE '\\' "
+            "OR lower(display_name) LIKE ? ESCAPE '\\') ORDER BY display_name LIMIT ?",
+            (like, like, like, "% " + like, limit),
+        ).fetchall()
         return [_user(row) for row in rows]
 
     def user_for_login(self, login: str) -> User | None:
@@ -320,11 +347,10 @@ class Directory:
             name = name.split("\\", 1)[1]
         if "@" in name:
             return self.user_by_address(name)
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_USER_COLUMNS} FROM users WHERE alias=?",  # noqa: S608
-                (name.lower(),),
-            ).fetchone()
+        row = self._db.execute(
+            f"SELECT {_USER_COLUMNS} FROM users WHERE alias=?",  # noqa: S608
+            (name.lower(),),
+        ).fetchone()
         return _user(row) if row else None
 
     def user(self, address: str) -> User:
@@ -334,12 +360,10 @@ class Directory:
         return user
 
     def addresses_of(self, user_id: int) -> list[str]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT address FROM addresses WHERE user_id=? ORDER BY origin != 'primary', "
-                "address",
-                (user_id,),
-            ).fetchall()
+        rows = self._db.execute(
+            "SELECT address FROM addresses WHERE user_id=? ORDER BY origin != 'primary', address",
+            (user_id,),
+        ).fetchall()
         return [row[0] for row in rows]
 
     def set_password(self, address: str, password: str) -> None:
@@ -414,10 +438,9 @@ class Directory:
             )
 
     def send_connectors(self) -> list[tuple[str, dict[str, object]]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT name, settings FROM send_connectors ORDER BY name"
-            ).fetchall()
+        rows = self._db.execute(
+            "SELECT name, settings FROM send_connectors ORDER BY name"
+        ).fetchall()
         return [(str(name), dict(json.loads(str(settings)))) for name, settings in rows]
 
     def send_connector(self, name: str) -> dict[str, object]:
@@ -431,10 +454,10 @@ class Directory:
             if db.execute("DELETE FROM send_connectors WHERE name=?", (name,)).rowcount == 0:
                 raise DirectoryError(f"no send connector named {name!r}")
 
-    def data_version(self) -> int:
-        """Changes whenever another connection (the CLI) commits: a cheap cache key."""
-        with self._lock:
-            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+    def data_version(self) -> tuple[int, int]:
+        """Changes whenever another connection (the CLI) commits: a cheap cache key. The
+        value is per connection, hence per thread: the thread is part of the key."""
+        return threading.get_ident(), int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     # --- address policies ---------------------------------------------------------------
 
@@ -478,11 +501,9 @@ class Directory:
         return AddressPolicy(name, priority, scope, parsed)
 
     def address_policies(self) -> list[AddressPolicy]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT name, priority, applies_to, templates FROM address_policies "
-                "ORDER BY priority"
-            ).fetchall()
+        rows = self._db.execute(
+            "SELECT name, priority, applies_to, templates FROM address_policies ORDER BY priority"
+        ).fetchall()
         return [_policy(row) for row in rows]
 
     def remove_address_policy(self, name: str) -> None:

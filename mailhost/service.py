@@ -17,26 +17,29 @@ import json
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import trio
 
-from certs.tls import CertificateError, TlsProvider
+from certs.tls import CertificateError, ClientCertificates, TlsProvider
 from mailhost import config as configuration
 from mailhost import sdnotify
 from mailhost.auth import Authenticator
 from mailhost.devices import SqliteDeviceRegistry
 from mailhost.directory import Directory
+from mailhost.eas_policies import EasAdministration
 from mailhost.listeners import Handler, Listener, ListenError, Sessions, bind
 from mailhost.lookups import DirectoryRecipients, DirectoryRouting
 from mailhost.outbound import DirectoryConnectors, HubQueue, StoreLocalDelivery
 from protocols import web
 from protocols.activesync.app import make_app
-from protocols.activesync.commands import default_commands
+from protocols.activesync.commands import default_commands, oof_handler
 from protocols.activesync.context import ActiveSyncSettings, MailPorts
-from protocols.activesync.policy import FixedPolicySource
+from protocols.activesync.notices import HubNotices
+from protocols.auth import Account
 from protocols.connection import ConnectionInfo, Drain
 from protocols.imap.server import ImapSettings, serve_imap
 from protocols.imap.shared import shared_state
@@ -50,6 +53,7 @@ from protocols.smtp.session import (
     serve_smtp,
 )
 from store.store import Store
+from transport.autoreply import AutoReplier, StoreContacts
 from transport.delivery import DeliverySettings, QueueRunner, RetrySchedule
 from transport.dkim import DkimError, DkimSigner
 from transport.dns import DnsResolver
@@ -68,7 +72,11 @@ class Service:
     def __init__(self, config: configuration.Config) -> None:
         self.config = config
         try:
-            self.tls = TlsProvider(config.certificate_path, config.private_key_path)
+            self.tls = TlsProvider(
+                config.certificate_path,
+                config.private_key_path,
+                client=_client_certificates(config),
+            )
         except CertificateError as exc:
             raise ServiceError(f"certificate: {exc}") from None
         self.directory = Directory(config.directory_path)
@@ -103,6 +111,12 @@ class Service:
         self.devices = SqliteDeviceRegistry(
             config.directory_path, recovery_key_path=config.data_dir / "eas-recovery.key"
         )
+        # Mobile device policies, access rules and out-of-office settings; the hub answers
+        # for users who are out of office once their mail is delivered.
+        self.eas = EasAdministration(config.directory_path)
+        self.hub.after_local = AutoReplier(
+            self.eas, self.hub, hostname=config.hostname, known=StoreContacts(self.store)
+        )
         self.imap_shared = shared_state(self.store)
         self.pop3_locks = MaildropLocks()
         self.maildrops = StoreMaildrops(self.store)
@@ -133,9 +147,13 @@ class Service:
                     settings=self._activesync_settings,
                     checker=self.auth,
                     devices=self.devices,
-                    policies=FixedPolicySource(),
+                    policies=self.eas,
+                    access=self.eas,
+                    notices=HubNotices(self.hub, hostname=self.config.hostname),
+                    certificate_accounts=CertificateLogins(self.directory, self.auth),
                     commands=default_commands(
                         recipients=DirectoryRecipients(self.directory),
+                        oof=oof_handler(self.eas),
                         store=self.store,
                         hub=self.hub,
                         state_dir=self.config.data_dir / "activesync",
@@ -233,6 +251,7 @@ class Service:
                     submission=auto.submission_port or self._port("submission"),
                 ),
                 organization=auto.organization,
+                client_certificates=eas.client_certificates,
             )
             self._settings_for = cfg
         assert self._eas_settings is not None
@@ -265,6 +284,7 @@ class Service:
             self.config.status_path.unlink(missing_ok=True)
             self.store.close()
             self.devices.close()
+            self.eas.close()
             self.directory.close()
         log.info("stopped")
 
@@ -340,7 +360,9 @@ class Service:
             sdnotify.ready()
             return
         try:
-            self.tls.reload(new.certificate_path, new.private_key_path)
+            self.tls.reload(
+                new.certificate_path, new.private_key_path, client=_client_certificates(new)
+            )
         except CertificateError as exc:
             log.error("reload: certificate: %s; keeping the running certificate", exc)
         self.signer.reload()
@@ -373,6 +395,26 @@ class Service:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(status, indent=2) + "\n")
         tmp.replace(path)
+
+
+def _client_certificates(config: configuration.Config) -> ClientCertificates:
+    """What the https listener asks of clients (activesync.client_certificates)."""
+    if config.activesync.client_certificates == "ignore":
+        return ClientCertificates()
+    return ClientCertificates(request=True, ca_file=config.client_ca_path)
+
+
+class CertificateLogins:
+    """`CertificateAccounts`: a client certificate's e-mail address or UPN names a user
+    (any of their addresses, or their login name)."""
+
+    def __init__(self, directory: Directory, auth: Authenticator) -> None:
+        self._directory = directory
+        self._auth = auth
+
+    def account_for_identity(self, identity: str) -> Account | None:
+        user = self._directory.user_by_address(identity) or self._directory.user_for_login(identity)
+        return None if user is None else self._auth.account(user)
 
 
 def _resolver(nameservers: tuple[str, ...]) -> DnsResolver:
@@ -453,9 +495,16 @@ def logging_to_stderr(level: str) -> Iterator[None]:
         root.removeHandler(handler)
 
 
+# The event loop gives up the GIL at every socket call; worker threads (deliveries,
+# password hashes) hold it for up to the switch interval (5 ms by default) before the
+# loop gets it back, which turns a 10 us send() into milliseconds under load.
+SWITCH_INTERVAL = 0.0005
+
+
 def serve(config_path: Path) -> int:
     """Run the service until SIGTERM; the CLI's `serve`."""
     config = configuration.load(config_path)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     with logging_to_stderr(config.service.log_level):
         service = Service(config)
         trio.run(service.run)
