@@ -391,10 +391,12 @@ def message_lines(message: bytes, *, body_lines: int | None = None) -> list[byte
     """Split a message into lines for transmission: bare LF and bare CR become line ends,
     so a stored message with either still arrives as CRLF lines (and its dots stuffed).
     With `body_lines`, stop after the header and that many body lines (TOP)."""
+    if not message:
+        return []
     text = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     if text.endswith(b"\n"):
-        text = text[:-1]
-    lines = text.split(b"\n") if text else []
+        text = text[:-1]  # the last line's end, not an empty line after it
+    lines = text.split(b"\n")
     if body_lines is None:
         return lines
     for i, line in enumerate(lines):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from protocols.auth import Account
-from protocols.pop3.session import DropMessage
+from protocols.pop3.session import Listing
 from store.errors import MessageNotFound
 from store.store import Store
 
@@ -27,8 +27,8 @@ class StoreMaildrop:
     def uidvalidity(self) -> int:
         return self._snapshot.uidvalidity
 
-    def messages(self) -> Sequence[DropMessage]:
-        return [DropMessage(m.uid, m.size) for m in self._snapshot]
+    def messages(self) -> Listing:
+        return Listing(self._snapshot.uids, self._snapshot.sizes)
 
     def read(self, uid: int) -> bytes | None:
         path = self._paths.pop(uid, None)

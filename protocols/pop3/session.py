@@ -40,6 +40,21 @@ class DropMessage:
     size: int
 
 
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """The maildrop at login: UIDs and sizes by message number - 1 (two arrays, so a
+    100,000-message Inbox costs no object per message)."""
+
+    uids: Sequence[int]
+    sizes: Sequence[int]
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def __getitem__(self, index: int) -> DropMessage:
+        return DropMessage(self.uids[index], self.sizes[index])
+
+
 class Maildrop(Protocol):
     """A user's Inbox as POP3 needs it. Every method blocks; the session runs them in a
     worker thread."""
@@ -47,7 +62,7 @@ class Maildrop(Protocol):
     @property
     def uidvalidity(self) -> int: ...
 
-    def messages(self) -> Sequence[DropMessage]: ...
+    def messages(self) -> Listing: ...
 
     def read(self, uid: int) -> bytes | None:
         """The message, or None when it is gone (expunged by another session)."""
@@ -120,7 +135,8 @@ class Pop3Session:
         self.account: Account | None = None
         self.drop: Maildrop | None = None
         self.uidvalidity = 0
-        self.listing: list[DropMessage] = []
+        self.listing = Listing((), ())
+        self.total_size = 0
         self.deleted: set[int] = set()  # message numbers marked by DELE
 
     @property
@@ -285,7 +301,8 @@ class Pop3Session:
         self.account = account
         try:
             self.drop = await trio.to_thread.run_sync(self.maildrops.open, account)
-            self.listing = list(await trio.to_thread.run_sync(self.drop.messages))
+            self.listing = await trio.to_thread.run_sync(self.drop.messages)
+            self.total_size = sum(self.listing.sizes)
             self.uidvalidity = self.drop.uidvalidity
         except OSError as exc:
             log.error("pop3: cannot open the mailbox of %s: %s", account.address, exc)
@@ -313,23 +330,27 @@ class Pop3Session:
     async def _transaction(self, command: core.Command) -> None:
         match command:
             case core.Stat():
-                live = [m for i, m in enumerate(self.listing, 1) if i not in self.deleted]
-                await self._send(ok(f"{len(live)} {sum(m.size for m in live)}"))
+                gone = sum(self.listing.sizes[i - 1] for i in self.deleted)
+                count = len(self.listing) - len(self.deleted)
+                await self._send(ok(f"{count} {self.total_size - gone}"))
             case core.ListCmd(None):
+                deleted = self.deleted
                 lines = [
-                    f"{i} {m.size}".encode()
-                    for i, m in enumerate(self.listing, 1)
-                    if i not in self.deleted
+                    b"%d %d" % (i, size)
+                    for i, size in enumerate(self.listing.sizes, 1)
+                    if i not in deleted
                 ]
                 await self._send(core.multiline(ok(f"{len(lines)} messages"), lines))
             case core.ListCmd(int(msg)):
                 found = self._message(msg)
                 await self._send(found if isinstance(found, bytes) else ok(f"{msg} {found.size}"))
             case core.Uidl(None):
+                deleted = self.deleted
+                tail = b"%08X" % self.uidvalidity
                 lines = [
-                    f"{i} {uidl(m.uid, self.uidvalidity)}".encode()
-                    for i, m in enumerate(self.listing, 1)
-                    if i not in self.deleted
+                    b"%d %08X%s" % (i, uid, tail)  # uidl(): UID then UIDVALIDITY, hex
+                    for i, uid in enumerate(self.listing.uids, 1)
+                    if i not in deleted
                 ]
                 await self._send(core.multiline(ok("unique-id listing follows"), lines))
             case core.Uidl(int(msg)):
@@ -375,7 +396,7 @@ class Pop3Session:
             await self._send(ok(f"{self.settings.hostname} POP3 server signing off"))
             return False
         self.core.enter_update()
-        uids = [self.listing[i - 1].uid for i in sorted(self.deleted)]
+        uids = [self.listing.uids[i - 1] for i in sorted(self.deleted)]
         if uids:
             try:
                 await trio.to_thread.run_sync(self.drop.delete, uids)

@@ -12,7 +12,7 @@ import trio.testing
 from protocols.auth import Account, Login, LoginOutcome
 from protocols.connection import ConnectionInfo, Drain
 from protocols.pop3 import session as pop3
-from protocols.pop3.session import DropMessage, MaildropLocks, Pop3Settings
+from protocols.pop3.session import Listing, MaildropLocks, Pop3Settings
 
 ACCOUNT = Account(1, "demo@example.test", "box1", "Demo", ("demo@example.test",))
 
@@ -32,8 +32,8 @@ class Drop:
     def uidvalidity(self) -> int:
         return 7
 
-    def messages(self) -> Sequence[DropMessage]:
-        return [DropMessage(1, 20), DropMessage(2, 20)]
+    def messages(self) -> Listing:
+        return Listing((1, 2), (20, 20))
 
     def read(self, uid: int) -> bytes | None:
         return b"Subject: m\r\n\r\nbody\r\n"
