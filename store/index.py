@@ -1287,14 +1287,18 @@ class FolderIndex:
         return bits_to_letters(bits) + letters
 
     def _path_at(self, state: _State, pos: int) -> Path:
+        return Path(self._name_at(state, pos, f"{self.path}{os.sep}"))
+
+    def _name_at(self, state: _State, pos: int, folder: str) -> str:
+        """The file's path as a string under `folder` (which ends with a separator)."""
         uid = state.uids[pos]
         bits = state.flags[pos]
         key = state.keys[pos]
         size = state.sizes[pos]
         if bits & IN_NEW:
-            return self.path / "new" / file_name(key, size, uid, None)
+            return f"{folder}new{os.sep}{file_name(key, size, uid, None)}"
         info = self._info(state, bits & ALL_FLAG_BITS, state.keywords.get(uid, ()))
-        return self.path / "cur" / file_name(key, size, uid, info)
+        return f"{folder}cur{os.sep}{file_name(key, size, uid, info)}"
 
     def add(self, items: Sequence[Prepared]) -> list[tuple[int, int]]:
         """Link prepared files in as new messages; [(uid, modseq)] once durable.
@@ -1611,14 +1615,16 @@ class FolderIndex:
                 raise MessageNotFound(f"no message with UID {uid}")
             return self._path_at(state, pos)
 
-    def message_paths(self, uids: Iterable[int]) -> dict[int, Path]:
-        """Where the files of `uids` are now, in one lock (UIDs no longer here left out)."""
+    def message_paths(self, uids: Iterable[int]) -> dict[int, str]:
+        """Where the files of `uids` are now, in one lock (UIDs no longer here left out);
+        plain strings, cheap to build for thousands of messages."""
         with self.locked() as state:
+            folder = f"{self.path}{os.sep}"
             found = {}
             for uid in uids:
                 pos = state.find(uid)
                 if pos is not None:
-                    found[uid] = self._path_at(state, pos)
+                    found[uid] = self._name_at(state, pos, folder)
             return found
 
     def open_message(self, uid: int) -> BinaryIO:

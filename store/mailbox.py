@@ -755,7 +755,7 @@ class Folder:
         with _io_errors():
             return self._index.message_path(uid)
 
-    def message_paths(self, uids: Iterable[int]) -> dict[int, Path]:
+    def message_paths(self, uids: Iterable[int]) -> dict[int, str]:
         """Paths of many messages at once (a reader streaming a folder); a path may go
         stale when another session changes flags, so fall back to open_message()."""
         with _io_errors():

@@ -18,7 +18,6 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO, Final
 
 from store import (
@@ -216,7 +215,7 @@ class _FetchJob:
         self.index_plan = _index_plan(cmd) if not (self.body or self.meta) else None
         self.expunged = False
         self.bad_encoding = False
-        self.paths: dict[int, Path] = {}
+        self.paths: dict[int, str] = {}
 
     def _open(self, uid: int) -> BinaryIO:
         """The message file: by the path looked up for this batch, or through the store

@@ -146,23 +146,36 @@ class MetadataCache:
                 self._size -= old.size
 
     def _fill(
-        self, folder: Folder, key: FolderKey, utf8: bool, uids: Iterable[int]
+        self,
+        folder: Folder,
+        key: FolderKey,
+        utf8: bool,
+        uids: Iterable[int],
+        *,
+        search: bool,
     ) -> _FolderEntries:
-        """Make sure ``uids`` are cached (blocking: reads store metadata)."""
+        """Make sure ``uids`` are cached (blocking: reads store metadata). Envelopes and
+        search text are filled separately: a FETCH ENVELOPE need not pay for decoding
+        every address for SEARCH, nor a SEARCH for rendering envelopes."""
         entries = self._entries((key, utf8))
-        missing = [u for u in uids if u not in entries.envelopes]
+        table: dict[int, bytes] | dict[int, str] = entries.search if search else entries.envelopes
+        missing = [u for u in uids if u not in table]
         if entries.size > self.limit:
             entries = _FolderEntries()  # too big to keep: serve this request uncached
         for start in range(0, len(missing), _FILL_BATCH):
             batch = missing[start : start + _FILL_BATCH]
             added = 0
             for uid, meta in folder.metadata(batch).items():
-                env = r.envelope(storemap.envelope(meta.envelope), utf8=utf8)
-                fields = SearchFields.of(meta).text
-                if uid not in entries.envelopes:
-                    added += len(env) + len(fields) + _ENTRY_OVERHEAD
-                entries.envelopes[uid] = env
-                entries.search[uid] = fields
+                if search:
+                    fields = SearchFields.of(meta).text
+                    if uid not in entries.search:
+                        added += len(fields) + _ENTRY_OVERHEAD
+                    entries.search[uid] = fields
+                else:
+                    env = r.envelope(storemap.envelope(meta.envelope), utf8=utf8)
+                    if uid not in entries.envelopes:
+                        added += len(env) + _ENTRY_OVERHEAD
+                    entries.envelopes[uid] = env
             self._account(entries, added)
         return entries
 
@@ -170,11 +183,11 @@ class MetadataCache:
         self, folder: Folder, key: FolderKey, uids: Sequence[int], *, utf8: bool = False
     ) -> dict[int, bytes]:
         """Rendered ENVELOPEs of the UIDs that still exist (blocking)."""
-        return self._fill(folder, key, utf8, uids).envelopes
+        return self._fill(folder, key, utf8, uids, search=False).envelopes
 
     def search_fields(self, folder: Folder, key: FolderKey, uids: Sequence[int]) -> dict[int, str]:
         """Newline-joined decoded From/To/Cc/Bcc/Subject per UID (blocking)."""
-        return self._fill(folder, key, False, uids).search
+        return self._fill(folder, key, False, uids, search=True).search
 
     def prune(self, key: FolderKey, live: Callable[[int], bool]) -> None:
         """Forget expunged messages of a folder (called after expunges)."""
@@ -183,12 +196,13 @@ class MetadataCache:
                 entries = self._folders.get((key, utf8))
             if entries is None:
                 continue
-            gone = [u for u in list(entries.envelopes) if not live(u)]
+            gone = {u for u in (*entries.envelopes, *entries.search) if not live(u)}
             removed = 0
             for uid in gone:
-                env = entries.envelopes.pop(uid, b"")
-                fields = entries.search.pop(uid, "")
-                removed += len(env) + len(fields) + _ENTRY_OVERHEAD
+                if (env := entries.envelopes.pop(uid, None)) is not None:
+                    removed += len(env) + _ENTRY_OVERHEAD
+                if (fields := entries.search.pop(uid, None)) is not None:
+                    removed += len(fields) + _ENTRY_OVERHEAD
             self._account(entries, -removed)
 
 

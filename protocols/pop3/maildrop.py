@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from pathlib import Path
 
 from protocols.auth import Account
 from protocols.pop3.session import Listing
@@ -21,7 +20,7 @@ class StoreMaildrop:
         self._folder = store.open_mailbox(mailbox_id).inbox
         self._snapshot = self._folder.snapshot()
         self._uids = list(self._snapshot.uids)
-        self._paths: dict[int, Path] = {}
+        self._paths: dict[int, str] = {}
 
     @property
     def uidvalidity(self) -> int:
