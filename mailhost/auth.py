@@ -1,13 +1,15 @@
 """Password logins for every protocol, with one throttle across them.
 
-Failures are counted per client address and per (address, account), across SMTP,
-IMAP, POP3 and ActiveSync (reliability-security item 34):
+Failures are counted per client address and per account, across SMTP, IMAP, POP3 and
+ActiveSync (reliability-security item 34):
 - every failure is answered only after a delay that grows with the address's recent
-  failures (Dovecot's auth_failure_delay is a flat 2 s; mox grows it per failure);
+  failures (Dovecot's auth_failure_delay is a flat 2 s; mox grows it per failure), and
+  with the account's recent failures from anywhere (a guessing campaign spread over many
+  addresses is slowed too);
 - an address past `max_failures_per_minute` or `max_failures_per_day` is refused
   without a password check until its window clears (mox: 10/min, 50/day per IP).
-The account alone is never locked: a stranger hammering someone's account from one
-address does not stop its owner logging in from another.
+The account alone is never locked and its owner's correct password is never delayed: a
+stranger hammering someone's account does not stop its owner logging in.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ MINUTE = 60.0
 DAY = 86400.0
 MAX_TRACKED_ADDRESSES = 100_000
 MAX_FAILURE_DELAY = 15.0
+# Failures on one account in a minute, from any address, before its failures slow down
+# (a user mistyping from a phone, a laptop and a tablet stays well below this).
+ACCOUNT_FAILURES_BEFORE_SLOWING = 10
+MAX_ACCOUNT_KEY = 320  # an address is at most 254 octets; anything longer is cut
 
 log = logging.getLogger("mailhost.auth")
 
@@ -49,13 +55,16 @@ class Authenticator:
         self._clock = clock
         self._cache = VerifiedCredentials(clock=clock)
         self._limiter = trio.CapacityLimiter(HASH_THREADS)
-        self._failures: dict[str, deque[float]] = {}
+        self._failures: dict[str, deque[float]] = {}  # by client address
+        self._account_failures: dict[str, deque[float]] = {}  # by login, lower-cased
 
     def failures_from(self, address: str) -> int:
         return len(self._recent(address, DAY))
 
-    def _recent(self, address: str, window: float) -> deque[float]:
-        times = self._failures.get(address, deque())
+    def _recent(
+        self, key: str, window: float, table: dict[str, deque[float]] | None = None
+    ) -> deque[float]:
+        times = (self._failures if table is None else table).get(key, deque())
         horizon = self._clock() - window
         return deque(t for t in times if t > horizon)
 
@@ -66,16 +75,17 @@ class Authenticator:
             or len(self._recent(address, DAY)) >= settings.max_failures_per_day
         )
 
-    def _record_failure(self, address: str) -> int:
+    def _record_failure(self, key: str, table: dict[str, deque[float]] | None = None) -> int:
+        table = self._failures if table is None else table
         now = self._clock()
-        times = self._failures.setdefault(address, deque())
+        times = table.setdefault(key, deque())
         while times and times[0] <= now - DAY:
             times.popleft()
         times.append(now)
-        if len(self._failures) > MAX_TRACKED_ADDRESSES:
-            # Forget the quietest addresses first; bounded memory under a spray.
-            for stale in sorted(self._failures, key=lambda a: self._failures[a][-1])[:1000]:
-                del self._failures[stale]
+        if len(table) > MAX_TRACKED_ADDRESSES:
+            # Forget the quietest keys first; bounded memory under a spray.
+            for stale in sorted(table, key=lambda a: table[a][-1])[:1000]:
+                del table[stale]
         return len(times)
 
     def account(self, user: User) -> Account:
@@ -101,8 +111,19 @@ class Authenticator:
         if user is not None:
             return Login(LoginOutcome.OK, self.account(user))
         count = self._record_failure(peer)
-        log.warning("auth failed: %s login=%r from %s (%d today)", protocol, login, peer, count)
+        account = login.strip().lower().rsplit("\\", 1)[-1][:MAX_ACCOUNT_KEY]
+        self._record_failure(account, self._account_failures)
+        by_account = len(self._recent(account, MINUTE, self._account_failures))
+        log.warning(
+            "auth failed: %s login=%r from %s (%d today from there, %d this minute on the account)",
+            protocol,
+            login,
+            peer,
+            count,
+            by_account,
+        )
         recent = len(self._recent(peer, MINUTE))
-        delay = min(self._settings().failure_delay * 2 ** max(0, recent - 3), MAX_FAILURE_DELAY)
+        steps = max(0, recent - 3, by_account - ACCOUNT_FAILURES_BEFORE_SLOWING)
+        delay = min(self._settings().failure_delay * 2 ** min(steps, 10), MAX_FAILURE_DELAY)
         await trio.sleep(delay)
         return Login(LoginOutcome.FAILED)

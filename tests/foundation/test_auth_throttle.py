@@ -89,3 +89,30 @@ async def test_the_cache_spares_the_hash_but_not_a_wrong_password(directory: Dir
     directory.set_password("alice@example.test", "changed")
     assert not (await auth.authenticate("alice", "right", peer="192.0.2.3", protocol="eas")).ok
     assert (await auth.authenticate("alice", "changed", peer="192.0.2.3", protocol="eas")).ok
+
+
+async def test_guessing_one_account_from_many_addresses_is_slowed_but_the_owner_is_not(
+    directory: Directory, autojump_clock: object
+) -> None:
+    import trio
+
+    from mailhost.auth import ACCOUNT_FAILURES_BEFORE_SLOWING
+
+    settings = AuthSettings(
+        failure_delay=1.0, max_failures_per_minute=100, max_failures_per_day=1000
+    )
+    # Windows on the real clock (the test takes milliseconds); delays on trio's virtual one.
+    auth = Authenticator(directory, lambda: settings)
+    delays = []
+    for n in range(ACCOUNT_FAILURES_BEFORE_SLOWING + 3):
+        start = trio.current_time()
+        # Each guess from a different address: no single address crosses its limits.
+        await auth.authenticate(
+            "EXAMPLE\\Alice", f"guess{n}", peer=f"192.0.2.{n + 1}", protocol="eas"
+        )
+        delays.append(trio.current_time() - start)
+    assert delays[:ACCOUNT_FAILURES_BEFORE_SLOWING] == [1.0] * ACCOUNT_FAILURES_BEFORE_SLOWING
+    assert delays[-3:] == [2.0, 4.0, 8.0]  # the account's failures now slow every guess
+    start = trio.current_time()
+    assert (await auth.authenticate("alice", "right", peer="198.51.100.1", protocol="imap")).ok
+    assert trio.current_time() - start < 1.0  # the owner's right password is not delayed
