@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certs.tls import CertificateError
@@ -219,3 +220,168 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+# --- a local CA for client certificates ------------------------------------------------------
+
+CLIENT_CA_DAYS = 3650  # the local CA lives as long as a small site's server does
+CLIENT_CERT_DAYS = 730  # a phone's certificate: two years, then issue another
+UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")  # MS-WCCE: the UPN otherName
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedClientCertificate:
+    certificate_pem: bytes
+    key_pem: bytes
+    pkcs12: bytes  # certificate, key and CA for a phone's import, protected by `password`
+    password: str
+    subject: str
+    not_after: dt.datetime
+    fingerprint_sha256: str
+
+
+def ensure_client_ca(
+    certificate: Path, private_key: Path, name: str, *, now: dt.datetime | None = None
+) -> tuple[x509.Certificate, bool]:
+    """The local client-certificate CA at these paths, created if missing. Returns the
+    CA certificate and whether it was just made."""
+    if certificate.exists() and private_key.exists():
+        chain = read_chain(certificate)
+        return chain[0], False
+    now = now or dt.datetime.now(dt.UTC)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{name} client certificate CA"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
+        ]
+    )
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=CLIENT_CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                key_encipherment=False,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write_pair(certificate, cert.public_bytes(serialization.Encoding.PEM), private_key, key_pem)
+    return cert, True
+
+
+def issue_client_certificate(
+    ca_certificate: Path,
+    ca_key: Path,
+    address: str,
+    *,
+    display_name: str = "",
+    password: str,
+    days: int = CLIENT_CERT_DAYS,
+    now: dt.datetime | None = None,
+) -> IssuedClientCertificate:
+    """A client certificate for `address`, signed by the CA: the address as rfc822Name
+    and as UPN in the subject alternative name (what ActiveSync's certificate mapping
+    reads), extended key usage clientAuth."""
+    now = now or dt.datetime.now(dt.UTC)
+    ca = read_chain(ca_certificate)[0]
+    loaded = serialization.load_pem_private_key(read_key(ca_key), password=None)
+    if not isinstance(loaded, rsa.RSAPrivateKey):
+        raise CertificateError(f"{ca_key}: the CA key is not an RSA key")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, display_name or address)]
+    attributes.append(x509.NameAttribute(NameOID.EMAIL_ADDRESS, address))
+    upn = b"\x0c" + _der_length(len(address.encode("utf-8"))) + address.encode("utf-8")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attributes))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.RFC822Name(address), x509.OtherName(UPN_OID, upn)]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=True,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(loaded.public_key()),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(loaded, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    # PBES2/AES (cryptography's "best available") is what current phones import.
+    bundle = pkcs12.serialize_key_and_certificates(
+        address.encode("utf-8"),
+        key,
+        cert,
+        [ca],
+        serialization.BestAvailableEncryption(password.encode("utf-8")),
+    )
+    return IssuedClientCertificate(
+        certificate_pem=cert.public_bytes(serialization.Encoding.PEM),
+        key_pem=key_pem,
+        pkcs12=bundle,
+        password=password,
+        subject=cert.subject.rfc4514_string(),
+        not_after=cert.not_valid_after_utc,
+        fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex(":"),
+    )
+
+
+def _der_length(length: int) -> bytes:
+    """X.690 8.1.3 definite length."""
+    if length < 0x80:
+        return bytes([length])
+    raw = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner may read (a key or a PKCS#12 bundle), durably."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, data, 0o600)

@@ -30,10 +30,30 @@ class CertificateError(Exception):
     """A certificate or key cannot be used; the message says which file and why."""
 
 
+@dataclass(frozen=True, slots=True)
+class ClientCertificates:
+    """Whether the HTTPS listener asks clients for a certificate, and which CA issues
+    the ones it accepts. `request` False: none is asked for (Exchange's Ignore)."""
+
+    request: bool = False
+    ca_file: Path | None = None
+
+
+NO_CLIENT_CERTIFICATES = ClientCertificates()
+
+
 def server_context(
-    certificate: Path, private_key: Path, *, alpn: tuple[str, ...] = ()
+    certificate: Path,
+    private_key: Path,
+    *,
+    alpn: tuple[str, ...] = (),
+    client: ClientCertificates = NO_CLIENT_CERTIFICATES,
 ) -> ssl.SSLContext:
-    """A server context for `certificate` (PEM chain, leaf first) and its key."""
+    """A server context for `certificate` (PEM chain, leaf first) and its key. With
+    `client.request`, clients are asked for a certificate, which is optional at the TLS
+    level (the application decides whether one is required, per URL); one that is sent
+    must chain to `client.ca_file` (and only to it: no system roots), or the handshake
+    fails, so the application only ever sees verified certificates."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(INTERMEDIATE_CIPHERS)
@@ -53,6 +73,19 @@ def server_context(
         ) from None
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
+    if client.request:
+        if client.ca_file is None:
+            raise CertificateError("client certificates: no CA file configured")
+        try:
+            ctx.load_verify_locations(cafile=str(client.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+            raise CertificateError(
+                f"{client.ca_file}: cannot load the client certificate CA ({reason})"
+            ) from None
+        # The CA's name goes out in the CertificateRequest, so a phone offers the right
+        # certificate; OPTIONAL still fails the handshake for one that does not verify.
+        ctx.verify_mode = ssl.CERT_OPTIONAL
     return ctx
 
 
@@ -71,28 +104,37 @@ class TlsProvider:
     nothing. Safe to read from any thread.
     """
 
-    def __init__(self, certificate: Path, private_key: Path) -> None:
+    def __init__(
+        self,
+        certificate: Path,
+        private_key: Path,
+        *,
+        client: ClientCertificates = NO_CLIENT_CERTIFICATES,
+    ) -> None:
         self._certificate = certificate
         self._private_key = private_key
+        self._client = client
         self._lock = threading.Lock()
         self._contexts = self._load()
 
     def _load(self) -> ServerContexts:
-        return ServerContexts(
-            mail=server_context(self._certificate, self._private_key),
-            http=server_context(self._certificate, self._private_key, alpn=("h2", "http/1.1")),
-        )
+        return _contexts(self._certificate, self._private_key, self._client)
 
-    def reload(self, certificate: Path | None = None, private_key: Path | None = None) -> None:
+    def reload(
+        self,
+        certificate: Path | None = None,
+        private_key: Path | None = None,
+        *,
+        client: ClientCertificates | None = None,
+    ) -> None:
         """Load the (possibly new) files; on error the old contexts stay in use."""
         cert = certificate or self._certificate
         key = private_key or self._private_key
-        contexts = ServerContexts(
-            mail=server_context(cert, key),
-            http=server_context(cert, key, alpn=("h2", "http/1.1")),
-        )
+        clients = client or self._client
+        contexts = _contexts(cert, key, clients)
         with self._lock:
             self._certificate, self._private_key, self._contexts = cert, key, contexts
+            self._client = clients
 
     def mail_context(self) -> ssl.SSLContext:
         with self._lock:
@@ -101,3 +143,11 @@ class TlsProvider:
     def http_context(self) -> ssl.SSLContext:
         with self._lock:
             return self._contexts.http
+
+
+def _contexts(certificate: Path, private_key: Path, client: ClientCertificates) -> ServerContexts:
+    # Only HTTPS asks for client certificates: mail clients are never asked.
+    return ServerContexts(
+        mail=server_context(certificate, private_key),
+        http=server_context(certificate, private_key, alpn=("h2", "http/1.1"), client=client),
+    )

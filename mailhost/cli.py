@@ -14,8 +14,10 @@ import json
 import os
 import socket
 import sys
+import time
 import tomllib
 from collections.abc import Callable, Sequence
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,26 @@ from certs.tls import CertificateError
 from mailhost import config as configuration
 from mailhost import outbound, passwords
 from mailhost.addresses import AddressError
+from mailhost.devices import SqliteDeviceRegistry
 from mailhost.directory import Directory, DirectoryError, DomainType, User
+from mailhost.eas_policies import AdministrationError, EasAdministration, PolicyRow
+from protocols.activesync.access import Characteristic
+from protocols.activesync.devices import Device, DeviceAccess, DeviceRegistryError, WipeState
+from protocols.activesync.policy import (
+    ENUM_WORDS,
+    Policy,
+    PolicyValueError,
+    enum_word,
+    parse_setting,
+    setting_kind,
+)
+from protocols.activesync.request import ProtocolVersion, normalize_device_id
+from protocols.activesync.syncstate import SyncStateStore
 from store import admin
 from store.errors import StoreError
 from store.store import Store
 from transport import dkim
+from transport.autoreply import OofReply, OofState, oof_time
 from transport.envelope import QueueEntry
 from transport.queue import EntryNotFound, Queue, QueueError
 from transport.routing import ConnectorError
@@ -275,7 +292,10 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 def cmd_user_show(args: argparse.Namespace) -> int:
     directory = _directory(args)
-    row = _user_row(directory, directory.user(args.address), _store(args))
+    user = directory.user(args.address)
+    row = _user_row(directory, user, _store(args))
+    eas = _eas(args)
+    row["eas_policy"] = eas.assignment(user.guid) or eas.policy_for_owner(user.guid).name
     if args.json:
         print(json.dumps(row, indent=2))
         return EXIT_OK
@@ -305,13 +325,19 @@ def cmd_user_remove(args: argparse.Namespace) -> int:
 
 def cmd_user_set(args: argparse.Namespace) -> int:
     directory = _directory(args)
-    if args.quota is None:
-        raise CliError("nothing to set (try --quota)")
-    quota = _parse_size(args.quota)
+    if args.quota is None and args.eas_policy is None:
+        raise CliError("nothing to set (try --quota or --eas-policy)")
     user = directory.user(args.address)
-    _store(args).open_mailbox(user.guid).set_quota(quota)
-    shown = "unlimited" if quota is None else f"{quota} bytes"
-    print(f"quota of {user.primary_address}: {shown}")
+    if args.eas_policy is not None:
+        wanted = args.eas_policy.strip()
+        name = None if wanted.lower() in ("", "default") else wanted
+        applied = _eas(args).assign(user.guid, name)
+        print(f"mobile device mailbox policy of {user.primary_address}: {applied}")
+    if args.quota is not None:
+        quota = _parse_size(args.quota)
+        _store(args).open_mailbox(user.guid).set_quota(quota)
+        shown = "unlimited" if quota is None else f"{quota} bytes"
+        print(f"quota of {user.primary_address}: {shown}")
     return EXIT_OK
 
 
@@ -755,6 +781,457 @@ def cmd_cert_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- ActiveSync: mobile device mailbox policies ----------------------------------------------
+
+
+def _eas(args: argparse.Namespace) -> EasAdministration:
+    cfg = _load(args)
+    if not cfg.directory_path.exists():
+        raise CliError(f"no directory at {cfg.directory_path} (run 'mailhost init' first)")
+    return EasAdministration(cfg.directory_path)
+
+
+_POLICY_SETTINGS = [f for f in dataclasses.fields(Policy) if f.name != "name"]
+
+
+def _policy_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line (setting name -> value)."""
+    changes: dict[str, Any] = {}
+    for f in _POLICY_SETTINGS:
+        value = getattr(args, f"policy_{f.name}", None)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            changes[f.name] = value
+            continue
+        try:
+            changes[f.name] = parse_setting(f.name, value)
+        except PolicyValueError as exc:
+            raise CliError(str(exc)) from None
+    return changes
+
+
+def _setting_text(value: Any) -> Any:
+    if isinstance(value, IntEnum):
+        return enum_word(value)
+    if isinstance(value, tuple):
+        return list(value)
+    if value is None:
+        return "unlimited"
+    return value
+
+
+def _policy_row(row: PolicyRow) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": row.policy.name, "default": row.is_default}
+    out["users"] = row.users
+    out["modified"] = _at(row.modified)
+    for f in _POLICY_SETTINGS:
+        out[f.name] = _setting_text(getattr(row.policy, f.name))
+    return out
+
+
+def cmd_eas_policy_add(args: argparse.Namespace) -> int:
+    eas = _eas(args)
+    try:
+        policy = dataclasses.replace(Policy(name=args.name), **_policy_changes(args))
+    except TypeError as exc:
+        raise CliError(str(exc)) from None
+    eas.add_policy(policy, make_default=args.default)
+    print(f"added mobile device mailbox policy {policy.name!r}")
+    return EXIT_OK
+
+
+def cmd_eas_policy_set(args: argparse.Namespace) -> int:
+    eas = _eas(args)
+    changes = _policy_changes(args)
+    if args.new_name:
+        changes["name"] = args.new_name
+    if not changes and not args.default:
+        raise CliError("nothing to set (see 'mailhost eas-policy set --help')")
+    policy = eas.update_policy(args.name, changes, make_default=args.default)
+    print(f"updated policy {policy.name!r}; its devices provision again on their next request")
+    return EXIT_OK
+
+
+def cmd_eas_policy_list(args: argparse.Namespace) -> int:
+    rows = [_policy_row(r) for r in _eas(args).policies()]
+    _print_table(rows, ["name", "default", "users", "modified"], args.json)
+    return EXIT_OK
+
+
+def cmd_eas_policy_show(args: argparse.Namespace) -> int:
+    row = _policy_row(_eas(args).policy_row(args.name))
+    _print_record(row, args.json)
+    return EXIT_OK
+
+
+def cmd_eas_policy_remove(args: argparse.Namespace) -> int:
+    _eas(args).remove_policy(args.name)
+    print(f"removed mobile device mailbox policy {args.name!r}")
+    return EXIT_OK
+
+
+def _print_record(row: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(row, indent=2, default=str))
+        return
+    width = max(len(k) for k in row)
+    for key, value in row.items():
+        shown = ", ".join(str(v) for v in value) if isinstance(value, list) else value
+        print(f"{key.replace('_', ' ').ljust(width)}  {'-' if shown in (None, '') else shown}")
+
+
+def _at(value: float | None) -> str | None:
+    if value is None:
+        return None
+    return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _add_policy_options(p: argparse.ArgumentParser) -> None:
+    for f in _POLICY_SETTINGS:
+        option = "--" + f.name.replace("_", "-")
+        dest = f"policy_{f.name}"
+        text = str(f.metadata["doc"]).replace("%", "%%")
+        kind = setting_kind(f.name)
+        if kind is bool:
+            p.add_argument(option, dest=dest, action=argparse.BooleanOptionalAction, help=text)
+        elif isinstance(kind, type) and issubclass(kind, IntEnum):
+            words = ", ".join(ENUM_WORDS[kind])
+            p.add_argument(option, dest=dest, metavar="WORD", help=f"{text}: {words}")
+        elif kind is tuple:
+            p.add_argument(option, dest=dest, metavar="A,B", help=f"{text}, comma-separated")
+        elif kind == "int|None":
+            p.add_argument(option, dest=dest, metavar="N", help=f"{text}; 'unlimited' to unset")
+        else:
+            p.add_argument(option, dest=dest, metavar="N", help=text)
+
+
+# --- ActiveSync: devices ---------------------------------------------------------------------
+
+
+def _registry(args: argparse.Namespace) -> SqliteDeviceRegistry:
+    cfg = _load(args)
+    if not cfg.directory_path.exists():
+        raise CliError(f"no directory at {cfg.directory_path} (run 'mailhost init' first)")
+    return SqliteDeviceRegistry(
+        cfg.directory_path, recovery_key_path=cfg.data_dir / "eas-recovery.key"
+    )
+
+
+def _owner_of(args: argparse.Namespace, address: str) -> str:
+    return _directory(args).user(address).guid
+
+
+def _find_device(args: argparse.Namespace, registry: SqliteDeviceRegistry) -> Device:
+    device_id = normalize_device_id(args.id)
+    if args.user:
+        device = registry.get(_owner_of(args, args.user), device_id)
+        if device is None:
+            raise CliError(f"{args.user} has no device {args.id}")
+        return device
+    found = registry.devices_with_id(device_id)
+    if not found:
+        raise CliError(f"no device {args.id}")
+    if len(found) > 1:
+        users = ", ".join(d.user for d in found)
+        raise CliError(f"device {args.id} is partnered with several users ({users}): use --user")
+    return found[0]
+
+
+def _actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+def _folders_synced(args: argparse.Namespace, device: Device) -> int:
+    states = SyncStateStore(_load(args).data_dir / "activesync", fsync=False)
+    try:
+        return len(states.collections(device.owner, device.device_id))
+    except OSError:
+        return 0
+
+
+def _device_row(device: Device) -> dict[str, Any]:
+    info = device.info
+    return {
+        "device_id": device.device_id,
+        "user": device.user,
+        "device_type": device.device_type,
+        "model": info.model,
+        "friendly_name": info.friendly_name,
+        "os": info.os,
+        "os_language": info.os_language,
+        "user_agent": info.user_agent or device.user_agent,
+        "imei": info.imei,
+        "phone_number": info.phone_number,
+        "mobile_operator": info.mobile_operator,
+        "protocol_version": device.protocol_version,
+        "first_sync": _at(device.first_sync),
+        "last_sync": _at(device.last_sync),
+        "last_policy_update": _at(device.last_policy_update),
+        "policy_applied": device.policy_name,
+        "policy_status": _POLICY_STATUS.get(device.client_policy_status or 0, "not applied"),
+        "status": device.status,
+        "access": device.access.value,
+        "access_reason": device.access_reason,
+        "wipe": device.wipe.value,
+        "wipe_requested": _at(device.wipe_requested),
+        "wipe_requested_by": device.wipe_requested_by or None,
+        "wipe_sent": _at(device.wipe_sent),
+        "wipe_acknowledged": _at(device.wipe_acknowledged),
+    }
+
+
+# What the device said it applied (MS-ASPROV 2.2.2.54.1), as Exchange shows it.
+_POLICY_STATUS = {
+    1: "applied in full",
+    2: "partially applied",
+    3: "not applied",
+    4: "externally managed",
+}
+
+
+def cmd_device_list(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    if args.user:
+        devices = registry.devices_of(_owner_of(args, args.user))
+    else:
+        devices = registry.all_devices()
+    rows = [_device_row(d) for d in devices]
+    columns = ["device_id", "user", "device_type", "model", "status", "last_sync"]
+    _print_table(rows, columns, args.json)
+    return EXIT_OK
+
+
+def cmd_device_show(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    device = _find_device(args, registry)
+    row = _device_row(device)
+    row["folders_synced"] = _folders_synced(args, device)
+    reads = [
+        e for e in _eas(args).audit_entries(device.owner, device.device_id)
+        if e.action == "recovery-password-read"
+    ]  # fmt: skip
+    row["recovery_password_reads"] = [f"{_at(e.time)} by {e.actor}" for e in reads]
+    _print_record(row, args.json)
+    return EXIT_OK
+
+
+_BY_VERSION = {v.value: v for v in ProtocolVersion}
+
+
+def cmd_device_wipe(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    device = _find_device(args, registry)
+    account_only = bool(args.account_only)
+    spoken = _BY_VERSION.get(device.protocol_version)
+    if account_only and spoken is not None and spoken < ProtocolVersion.V16_1:
+        raise CliError(
+            f"device {device.device_id} speaks ActiveSync {device.protocol_version}; "
+            "an account-only wipe needs 16.1 (a full wipe does not)"
+        )
+    if device.wipe.finished:
+        raise CliError(f"device {device.device_id} was wiped already ({device.wipe.value})")
+    state = WipeState.ACCOUNT_ONLY_PENDING if account_only else WipeState.PENDING
+    actor = _actor()
+    now = time.time()
+    registry.modify(
+        device.owner,
+        device.device_id,
+        lambda d: dataclasses.replace(
+            d, wipe=state, wipe_requested=now, wipe_requested_by=actor, wipe_sent=None
+        ),
+    )
+    what = "account-only wipe" if account_only else "remote wipe"
+    _eas(args).audit(actor, f"{what.replace(' ', '-')}-requested", device.owner, device.device_id)
+    print(
+        f"{what} of {device.device_id} ({device.user}) requested; "
+        "the device is told on its next request"
+    )
+    return EXIT_OK
+
+
+def cmd_device_remove(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    device = _find_device(args, registry)
+    registry.remove(device.owner, device.device_id)
+    states = SyncStateStore(_load(args).data_dir / "activesync", fsync=False)
+    try:
+        states.forget_device(device.owner, device.device_id)
+    except OSError as exc:
+        print(f"warning: its sync state was not removed: {exc}", file=sys.stderr)
+    _eas(args).audit(_actor(), "device-removed", device.owner, device.device_id)
+    print(f"removed device {device.device_id} of {device.user}")
+    return EXIT_OK
+
+
+def cmd_device_recovery_password(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    if args.id:
+        devices = [_find_device(args, registry)]
+    elif args.user:
+        devices = registry.devices_of(_owner_of(args, args.user))
+    else:
+        raise CliError("name a device or --user")
+    eas = _eas(args)
+    actor = _actor()
+    rows = []
+    for device in devices:
+        password = registry.recovery_password(device.owner, device.device_id)
+        if password is not None:
+            # As Get-ActiveSyncDeviceStatistics -ShowRecoveryPassword: every read is kept.
+            eas.audit(actor, "recovery-password-read", device.owner, device.device_id)
+        rows.append({"device_id": device.device_id, "user": device.user, "password": password})
+    if not any(r["password"] for r in rows):
+        raise CliError("no recovery password stored (the policy must enable password recovery)")
+    _print_table(rows, ["device_id", "user", "password"], args.json)
+    print("this read is recorded in the device's audit trail", file=sys.stderr)
+    return EXIT_OK
+
+
+# --- ActiveSync: device access rules --------------------------------------------------------
+
+_ACCESS_WORDS = {"allow": DeviceAccess.ALLOWED, "block": DeviceAccess.BLOCKED}
+_ACCESS_WORDS["quarantine"] = DeviceAccess.QUARANTINED
+
+
+def cmd_access_rule_add(args: argparse.Namespace) -> int:
+    rule = _eas(args).add_access_rule(
+        Characteristic(args.characteristic), args.value, _ACCESS_WORDS[args.access]
+    )
+    print(f"added {rule.describe()}: {rule.access.value}")
+    return EXIT_OK
+
+
+def cmd_access_rule_list(args: argparse.Namespace) -> int:
+    eas = _eas(args)
+    rows = [
+        {"id": r.id, "characteristic": r.characteristic.value, "value": r.value,
+         "access": r.access.value}
+        for r in eas.access_rules()
+    ]  # fmt: skip
+    _print_table(rows, ["id", "characteristic", "value", "access"], args.json)
+    if not args.json:
+        print(f"default access level: {eas.default_access().value}")
+    return EXIT_OK
+
+
+def cmd_access_rule_remove(args: argparse.Namespace) -> int:
+    rule = _eas(args).remove_access_rule(args.id)
+    print(f"removed {rule.describe()}")
+    return EXIT_OK
+
+
+def cmd_access_default(args: argparse.Namespace) -> int:
+    eas = _eas(args)
+    if args.level:
+        eas.set_default_access(_ACCESS_WORDS[args.level])
+    print(f"default access level: {eas.default_access().value}")
+    return EXIT_OK
+
+
+# --- out of office --------------------------------------------------------------------------
+
+
+def _parse_time(text: str) -> float:
+    value = text.strip()
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"time {text!r}: expected ISO 8601, e.g. 2025-07-01T09:00Z") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+def cmd_oof_show(args: argparse.Namespace) -> int:
+    user = _directory(args).user(args.address)
+    settings = _eas(args).oof_settings(user.guid)
+    row: dict[str, Any] = {
+        "user": user.primary_address,
+        "state": settings.state.value,
+        "active_now": settings.active(time.time()),
+        "start": oof_time(settings.start) if settings.start else None,
+        "end": oof_time(settings.end) if settings.end else None,
+    }
+    for name in ("internal", "known_external", "unknown_external"):
+        reply: OofReply = getattr(settings, name)
+        row[f"{name}_enabled"] = reply.enabled
+        row[f"{name}_format"] = "html" if reply.html else "text"
+        row[f"{name}_message"] = reply.text
+    _print_record(row, args.json)
+    return EXIT_OK
+
+
+def cmd_oof_set(args: argparse.Namespace) -> int:
+    user = _directory(args).user(args.address)
+    eas = _eas(args)
+    current = eas.oof_settings(user.guid)
+    changes: dict[str, Any] = {}
+    if args.state:
+        changes["state"] = OofState(args.state)
+    if args.start is not None:
+        changes["start"] = _parse_time(args.start) if args.start else None
+    if args.end is not None:
+        changes["end"] = _parse_time(args.end) if args.end else None
+    if args.internal_message is not None:
+        changes["internal"] = OofReply(True, args.internal_message, args.html)
+    external = current.known_external
+    if args.external_message is not None:
+        external = OofReply(True, args.external_message, args.html)
+    audience = args.external_audience
+    if args.external_message is not None and audience is None:
+        audience = "all"
+    if audience is not None:
+        changes["known_external"] = dataclasses.replace(external, enabled=audience != "none")
+        changes["unknown_external"] = dataclasses.replace(external, enabled=audience == "all")
+    if not changes:
+        raise CliError("nothing to set (see 'mailhost user oof set --help')")
+    saved = eas.set_oof_settings(user.guid, dataclasses.replace(current, **changes))
+    print(f"out of office for {user.primary_address}: {saved.state.value}")
+    return EXIT_OK
+
+
+# --- client certificates ----------------------------------------------------------------------
+
+
+def cmd_cert_issue_client(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    user = _directory(args).user(args.user)
+    _, created = certfiles.ensure_client_ca(
+        cfg.local_client_ca_path, cfg.local_client_ca_key_path, cfg.hostname
+    )
+    if created:
+        print(f"created the local client certificate CA: {cfg.local_client_ca_path}")
+    out = Path(args.out) if args.out else cfg.data_dir / "certs" / "clients"
+    password = passwords.generate_password()
+    issued = certfiles.issue_client_certificate(
+        cfg.local_client_ca_path,
+        cfg.local_client_ca_key_path,
+        user.primary_address,
+        display_name=user.display_name,
+        password=password,
+        days=args.days,
+    )
+    stem = out / user.primary_address
+    certfiles.write_private(stem.with_name(stem.name + ".key"), issued.key_pem)
+    certfiles.write_private(stem.with_name(stem.name + ".p12"), issued.pkcs12)
+    crt = stem.with_name(stem.name + ".crt")
+    crt.parent.mkdir(parents=True, exist_ok=True)
+    crt.write_bytes(issued.certificate_pem)
+    print(f"client certificate for {user.primary_address}, valid until {issued.not_after:%Y-%m-%d}")
+    print(f"certificate: {crt}")
+    print(f"key: {stem.with_name(stem.name + '.key')}")
+    print(f"PKCS#12 for the phone: {stem.with_name(stem.name + '.p12')} (password: {password})")
+    if cfg.activesync.client_certificates == "ignore":
+        print('set [activesync] client_certificates = "accept" (or "require") and reload')
+    elif cfg.client_ca_path != cfg.local_client_ca_path:
+        print(f"warning: the server trusts {cfg.client_ca_path}, not this CA", file=sys.stderr)
+    return EXIT_OK
+
+
 # --- the parser ---------------------------------------------------------------------------
 
 Command = Callable[[argparse.Namespace], int]
@@ -840,6 +1317,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(users, "set", cmd_user_set, "change a user's settings")
     p.add_argument("address")
     p.add_argument("--quota", help="mailbox size limit: 500M, 2G, or unlimited")
+    p.add_argument(
+        "--eas-policy", metavar="NAME", help="mobile device mailbox policy ('default': the default)"
+    )
+    uoof = users.add_parser("oof", help="out of office (automatic replies)", parents=[common])
+    uoof_sub = uoof.add_subparsers(dest="oof_action", required=True, metavar="ACTION")
+    p = command(uoof_sub, "show", cmd_oof_show, "show a user's automatic replies", listing=True)
+    p.add_argument("address")
+    p = command(uoof_sub, "set", cmd_oof_set, "set a user's automatic replies")
+    p.add_argument("address")
+    p.add_argument("--state", choices=[s.value for s in OofState])
+    p.add_argument("--start", help="scheduled: from (ISO 8601, UTC unless an offset is given)")
+    p.add_argument("--end", help="scheduled: until")
+    p.add_argument("--internal-message", metavar="TEXT", help="reply to senders in our domains")
+    p.add_argument("--external-message", metavar="TEXT", help="reply to other senders")
+    p.add_argument(
+        "--external-audience",
+        choices=["none", "known", "all"],
+        help="external senders answered: none, known (in Contacts) or all",
+    )
+    p.add_argument("--html", action="store_true", help="the messages are HTML")
     uaddr = users.add_parser("address", help="a user's extra addresses", parents=[common])
     uaddr_sub = uaddr.add_subparsers(dest="address_action", required=True, metavar="ACTION")
     for name, func, text in (
@@ -933,6 +1430,60 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(policies, "remove", cmd_policy_remove, "remove an address policy")
     p.add_argument("name")
 
+    eas_policies = group("eas-policy", "ActiveSync mobile device mailbox policies")
+    p = command(eas_policies, "add", cmd_eas_policy_add, "add a mailbox policy")
+    p.add_argument("name")
+    p.add_argument("--default", action="store_true", help="make it the default policy")
+    _add_policy_options(p)
+    command(eas_policies, "list", cmd_eas_policy_list, "list mailbox policies", listing=True)
+    p = command(eas_policies, "show", cmd_eas_policy_show, "every setting of one", listing=True)
+    p.add_argument("name")
+    p = command(eas_policies, "set", cmd_eas_policy_set, "change a mailbox policy")
+    p.add_argument("name")
+    p.add_argument("--new-name", help="rename it")
+    p.add_argument("--default", action="store_true", help="make it the default policy")
+    _add_policy_options(p)
+    p = command(eas_policies, "remove", cmd_eas_policy_remove, "remove an unused mailbox policy")
+    p.add_argument("name")
+
+    devices = group("device", "ActiveSync devices (partnerships)")
+    p = command(devices, "list", cmd_device_list, "list devices", listing=True)
+    p.add_argument("--user", help="only this user's devices")
+    for name, func, text in (
+        ("show", cmd_device_show, "one device's record and statistics"),
+        ("wipe", cmd_device_wipe, "wipe a device on its next request"),
+        ("remove", cmd_device_remove, "forget a device (it may partner again)"),
+    ):
+        p = command(devices, name, func, text, listing=name == "show")
+        p.add_argument("id", help="the DeviceId")
+        p.add_argument("--user", help="the device's user (when several share the id)")
+        if name == "wipe":
+            p.add_argument(
+                "--account-only",
+                action="store_true",
+                help="remove only this account's data (ActiveSync 16.1 devices)",
+            )
+    p = command(
+        devices,
+        "recovery-password",
+        cmd_device_recovery_password,
+        "show a device's recovery password (the read is audited)",
+        listing=True,
+    )
+    p.add_argument("id", nargs="?", help="the DeviceId")
+    p.add_argument("--user", help="the user (every device of theirs without an id)")
+
+    rules = group("device-access-rule", "allow, block or quarantine devices")
+    p = command(rules, "add", cmd_access_rule_add, "add a device access rule")
+    p.add_argument("characteristic", choices=[c.value for c in Characteristic])
+    p.add_argument("value", help="what to match (a trailing * matches a prefix)")
+    p.add_argument("access", choices=list(_ACCESS_WORDS))
+    command(rules, "list", cmd_access_rule_list, "list device access rules", listing=True)
+    p = command(rules, "remove", cmd_access_rule_remove, "remove a device access rule")
+    p.add_argument("id", type=int)
+    p = command(rules, "default", cmd_access_default, "show or set the default access level")
+    p.add_argument("level", nargs="?", choices=list(_ACCESS_WORDS))
+
     certs = group("cert", "the server certificate")
     command(certs, "show", cmd_cert_show, "show the certificate in use", listing=True)
     p = command(certs, "generate", cmd_cert_generate, "make a new self-signed certificate")
@@ -940,6 +1491,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(certs, "import", cmd_cert_import, "install an operator's certificate chain and key")
     p.add_argument("chain", help="PEM file: the server certificate, then intermediates")
     p.add_argument("key", help="PEM file: the unencrypted private key")
+    p = command(
+        certs, "issue-client", cmd_cert_issue_client, "issue a client certificate from a local CA"
+    )
+    p.add_argument("user", help="the user's address")
+    p.add_argument("--out", help="folder for the files (default: certs/clients in the data folder)")
+    p.add_argument("--days", type=int, default=certfiles.CLIENT_CERT_DAYS, help="validity")
     return parser
 
 
@@ -956,6 +1513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         CertificateError,
         StoreError,
         QueueError,
+        AdministrationError,
+        DeviceRegistryError,
     ) as exc:
         print(f"mailhost: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -25,6 +25,7 @@ PRODUCTION_CONFIG = Path("/etc/mailhost/mailhost.toml")
 PRODUCTION_DATA_DIR = Path("/var/lib/mailhost")
 DEV_DIR = Path("var")
 DEV_PORT_OFFSET = 10000
+CLIENT_CERTIFICATE_MODES = ("ignore", "accept", "require")
 
 
 class ConfigError(Exception):
@@ -181,6 +182,16 @@ class ActiveSyncConfig:
         "requests processed at once before 503 with Retry-After", 256
     )
     max_devices_per_user: int = doc("partnerships one user may have (status 177 beyond)", 100)
+    client_certificates: str = doc(
+        "client certificate login on the virtual directory: ignore, accept (a certificate "
+        "logs in, Basic otherwise) or require (no ActiveSync without one)",
+        "ignore",
+    )
+    client_ca: str = doc(
+        "PEM file of the CA that issues accepted client certificates (relative to the data "
+        "folder); empty: the local CA of 'mailhost cert issue-client' (certs/client-ca.crt)",
+        "",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +264,22 @@ class Config:
     def private_key_path(self) -> Path:
         return self.data_dir / self.tls.private_key
 
+    @property
+    def local_client_ca_path(self) -> Path:
+        """The CA `mailhost cert issue-client` makes and signs with."""
+        return self.data_dir / "certs" / "client-ca.crt"
+
+    @property
+    def local_client_ca_key_path(self) -> Path:
+        return self.data_dir / "certs" / "client-ca.key"
+
+    @property
+    def client_ca_path(self) -> Path:
+        """The CA whose client certificates the https listener accepts."""
+        if self.activesync.client_ca:
+            return self.data_dir / self.activesync.client_ca
+        return self.local_client_ca_path
+
 
 # --- parsing -----------------------------------------------------------------------------
 
@@ -307,6 +334,10 @@ def _check(config: Config) -> None:
         raise ConfigError(f"{where}: queue: lifetime_hours > 0, delay_warning_hours >= 0")
     if queue.max_connections < 1 or queue.max_per_destination < 1:
         raise ConfigError(f"{where}: queue: connection limits must be at least 1")
+    if config.activesync.client_certificates not in CLIENT_CERTIFICATE_MODES:
+        raise ConfigError(
+            f"{where}: activesync.client_certificates: expected ignore, accept or require"
+        )
     for name, listener in config.listeners.items():
         if not 0 <= listener.port <= 65535:
             raise ConfigError(f"{where}: listeners.{name}.port: {listener.port} is not a TCP port")

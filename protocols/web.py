@@ -8,6 +8,7 @@ and HTTP/2 (by ALPN) on the stream and calls an ASGI app.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
 
@@ -47,6 +48,7 @@ class HttpServer:
         config.h2_max_concurrent_streams = MAX_H2_STREAMS
         config.keep_alive_timeout = KEEP_ALIVE_SECONDS
         self._config = config
+        self._raw_app = app
         self._app = ASGIWrapper(cast(Any, app))  # our app takes the ASGI dicts untyped
         self._context = WorkerContext(None)
         self.secure = secure
@@ -54,12 +56,40 @@ class HttpServer:
     async def serve(self, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
         if info.drain.started:
             await self._context.terminated.set()
-        server = TCPServer(self._app, self._config, self._context, {}, stream)  # type: ignore[arg-type]
+        app = self._app
+        certificate = peer_certificate_pem(stream)
+        if certificate is not None:
+            app = ASGIWrapper(cast(Any, with_client_certificate(self._raw_app, certificate)))
+        server = TCPServer(app, self._config, self._context, {}, stream)  # type: ignore[arg-type]
         await server.run()
 
     async def drain(self) -> None:
         """Keep-alive connections close after their current request."""
         await self._context.terminated.set()
+
+
+def peer_certificate_pem(stream: trio.abc.Stream) -> str | None:
+    """The client certificate of a TLS stream (verified by the handshake), as PEM."""
+    if not isinstance(stream, trio.SSLStream):
+        return None
+    try:
+        der = stream.getpeercert(binary_form=True)
+    except (trio.NeedHandshakeError, ValueError, AttributeError, ssl.SSLError):
+        return None  # no handshake yet (a server that handshakes later) or no certificate
+    return ssl.DER_cert_to_PEM_cert(der) if der else None
+
+
+def with_client_certificate(app: AsgiApp, certificate: str) -> AsgiApp:
+    """`app` seeing this connection's client certificate where the ASGI TLS extension
+    puts it (`scope["extensions"]["tls"]["client_cert_chain"]`): hypercorn does not."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        extensions = scope.setdefault("extensions", {})
+        tls = extensions.setdefault("tls", {})
+        tls["client_cert_chain"] = [certificate]
+        await app(scope, receive, send)
+
+    return wrapped
 
 
 async def send_simple(

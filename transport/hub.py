@@ -96,6 +96,15 @@ class RemoteQueue(Protocol):
         ...
 
 
+class LocalDeliveryHook(Protocol):
+    """Called by `deliver` once a message is in local mailboxes (out-of-office replies).
+    Blocking, in the delivering thread; it must not raise and should be quick."""
+
+    def after_local_delivery(
+        self, message: bytes | Path, *, sender: str | None, recipients: Sequence[RoutedRecipient]
+    ) -> None: ...
+
+
 class Verdict(StrEnum):
     LOCAL = "local"
     REMOTE = "remote"
@@ -156,11 +165,14 @@ class Hub:
         *,
         spool_dir: Path,
         queue: RemoteQueue | None = None,
+        after_local: LocalDeliveryHook | None = None,
     ) -> None:
         self.directory = directory
         self.store = store
         self.spool_dir = spool_dir
         self.queue = queue
+        # Set after construction when the hook needs the hub itself (auto-replies).
+        self.after_local = after_local
         spool_dir.mkdir(parents=True, exist_ok=True)
 
     # --- at RCPT time ---------------------------------------------------------------------
@@ -239,6 +251,12 @@ class Hub:
                     r for r in local if r.address in report.temporary or r.address in report.quota
                 ]
                 self._queue(report, return_path + prefix, message, sender, retry, info, local=True)
+            if report.delivered and self.after_local is not None:
+                landed = [r for r in local if r.address in report.delivered]
+                try:
+                    self.after_local.after_local_delivery(message, sender=sender, recipients=landed)
+                except Exception:  # a hook never costs a delivery
+                    log.exception("after-delivery hook failed for id=%s", report.message_id)
         if remote:
             self._queue(report, prefix, message, sender, remote, info, local=False)
         return report

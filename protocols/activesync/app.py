@@ -8,7 +8,7 @@ Routes (paths matched case-insensitively, a trailing slash ignored):
 
 | path                                           | methods            | auth  |
 |------------------------------------------------|--------------------|-------|
-| /Microsoft-Server-ActiveSync                   | POST, OPTIONS      | Basic |
+| /Microsoft-Server-ActiveSync                   | POST, OPTIONS      | Basic or certificate |
 |                                                | GET, HEAD: 501 page| -     |
 | /autodiscover/autodiscover.xml                 | POST (GET: 600)    | Basic |
 | /autodiscover/autodiscover.json[/v1.0/<email>] | GET                | -     |
@@ -16,11 +16,18 @@ Routes (paths matched case-insensitively, a trailing slash ignored):
 | /mail/config-v1.1.xml                          |                    |       |
 | /mobileconfig?email=..&type=eas|imap           | GET                | Basic |
 
-A POST to the virtual directory goes through, in order: Basic login (401 challenge;
+Login on the virtual directory is a verified client certificate (`clientcert`: with
+`client_certificates` "accept" it replaces Basic, with "require" nothing else is taken,
+403 without one) or Basic.
+
+A POST to the virtual directory goes through, in order: login (401 challenge;
 throttled or a failing backend: 503 with Retry-After, never 401), the query (400), the
 command table (501), the overload limit (503), the body (413, 415, 400), the device's
-partnership (created on first sight; 177 past the per-user limit), provisioning and wipe
-(`provision.admission`: 403, 449 or 140-144 in the body), WBXML (400), the handler.
+partnership (created on first sight; 177 past the per-user limit), its access level from
+the device access rules (`access`; the user is mailed when a device is first blocked or
+quarantined, and a refused Provision or Settings still records what the device says it
+is), provisioning and wipe (`provision.admission`: 403, 449 or 140-144 in the body),
+WBXML (400), the handler.
 A handler that raises is logged with its traceback and answered 500 (≤12.1) or with
 common status 110 in the command's body (14.0+): never a traceback to the client.
 """
@@ -43,6 +50,13 @@ from protocols.auth import Account, LoginOutcome, PasswordChecker
 from protocols.web import Receive, Scope, Send
 
 from . import autodiscover
+from .access import AccessSource, evaluate_access
+from .clientcert import (
+    CertificateAccounts,
+    ClientCertificateMode,
+    certificate_identities,
+    peer_certificate,
+)
 from .context import (
     WBXML_CONTENT_TYPE,
     ActiveSyncSettings,
@@ -52,7 +66,15 @@ from .context import (
     CommandTable,
     Slots,
 )
-from .devices import AsyncDevices, Device, DeviceRegistry, TooManyDevices
+from .devices import (
+    AsyncDevices,
+    Device,
+    DeviceAccess,
+    DeviceInformation,
+    DeviceRegistry,
+    TooManyDevices,
+    parse_device_information,
+)
 from .http import (
     BadBody,
     BodyTimeout,
@@ -65,6 +87,7 @@ from .http import (
     request_headers,
     send_response,
 )
+from .notices import Notices, access_notice
 from .policy import Policy, PolicySource
 from .provision import Refusal, admission
 from .replies import status_document
@@ -98,6 +121,10 @@ ALLOWED_METHODS: Final = "OPTIONS,POST"  # MS-ASHTTP 2.2.4
 LAST_SEEN_WRITE_INTERVAL: Final = 60.0
 # WBXML bodies above this size are decoded in a worker thread.
 THREADED_DECODE_SIZE: Final = 256 * 1024
+# Commands whose body may carry DeviceInformation (MS-ASCMD 2.2.3.44: Provision at
+# 14.1+, Settings); read even from refused devices, up to this size.
+INFORMATION_COMMANDS: Final = frozenset({"Provision", "Settings"})
+MAX_LEARNING_BODY: Final = 64 * 1024
 _GET_PAGE: Final = (
     b"<!DOCTYPE html><html><head><title>ActiveSync</title></head><body>"
     b"<p>This is an Exchange ActiveSync endpoint. Add the account in a mail app.</p>"
@@ -124,8 +151,14 @@ class ActiveSyncApp:
         commands: CommandTable,
         clock: Callable[[], float] = time.time,
         accepted_domain: Callable[[str], bool] | None = None,
+        access: AccessSource | None = None,
+        notices: Notices | None = None,
+        certificate_accounts: CertificateAccounts | None = None,
     ) -> None:
         self._settings = settings
+        self._access = access
+        self._notices = notices
+        self._certificate_accounts = certificate_accounts
         self._checker = checker
         self._devices = AsyncDevices(devices)
         self._registry = devices
@@ -232,6 +265,35 @@ class ActiveSyncApp:
             return self._challenge()
         return login.account
 
+    async def _certificate_login(self, scope: Scope, peer: str) -> Account | None:
+        """The account the verified client certificate names (its SAN e-mail address or
+        UPN), or None without a certificate or when it names nobody here."""
+        pem = peer_certificate(scope)
+        lookup = self._certificate_accounts
+        if pem is None or lookup is None:
+            return None
+        identities = certificate_identities(pem)
+        for identity in identities:
+            try:
+                account = await trio.to_thread.run_sync(lookup.account_for_identity, identity)
+            except Exception:
+                log.exception("auth: activesync certificate lookup of %r failed", identity)
+                return None
+            if account is not None:
+                log.info(
+                    "auth: activesync certificate login user=%s (%s) from %s",
+                    account.address,
+                    identity,
+                    peer,
+                )
+                return account
+        log.warning(
+            "auth failed: activesync certificate from %s names no user (%s)",
+            peer,
+            ", ".join(identities) or "no e-mail address or UPN",
+        )
+        return None
+
     # --- the ActiveSync virtual directory ------------------------------------------------
 
     async def _activesync(
@@ -252,7 +314,17 @@ class ActiveSyncApp:
         if not https:
             # Never ask for or read credentials over plain HTTP (item 46).
             return HttpResponse(403, b"Use HTTPS.\n", "text/plain; charset=utf-8")
-        account = await self._login(headers, peer, "activesync")
+        account: Account | HttpResponse | None = None
+        mode = ClientCertificateMode(self._settings().client_certificates)
+        if mode is not ClientCertificateMode.IGNORE:
+            account = await self._certificate_login(scope, peer)
+            if account is None and mode is ClientCertificateMode.REQUIRE:
+                # IIS 403.7: client certificate required; never a Basic challenge.
+                return HttpResponse(
+                    403, b"A client certificate is required.\n", "text/plain; charset=utf-8"
+                )
+        if account is None:
+            account = await self._login(headers, peer, "activesync")
         if isinstance(account, HttpResponse):
             return account
         if method == "OPTIONS":
@@ -381,7 +453,7 @@ class ActiveSyncApp:
             self._load, account, query, version, headers.get("user-agent", ""), now, settings
         )
         try:
-            device, policy = await self._devices.run(load)
+            device, policy, notify = await self._devices.run(load)
         except TooManyDevices:
             log.warning(
                 "eas: %s has %d devices: refusing new device %s",
@@ -403,6 +475,30 @@ class ActiveSyncApp:
             needs_provisioning=spec.needs_provisioning,
             now=now,
         )
+        if (
+            refusal is not None
+            and device.access is not DeviceAccess.ALLOWED
+            and query.command in INFORMATION_COMMANDS
+            and self._access is not None
+        ):
+            # A device refused by an access rule may still say what it is (Provision and
+            # Settings carry DeviceInformation): model rules need the model, and the
+            # administrator sees it in `device show`.
+            learned = await self._learn_information(account, device, content)
+            if learned is not None:
+                device, notified = learned
+                notify = notify or notified
+                refusal = admission(
+                    device,
+                    policy,
+                    key,
+                    version=version,
+                    is_provision=query.command == "Provision",
+                    needs_provisioning=spec.needs_provisioning,
+                    now=now,
+                )
+        if notify:
+            await self._notify_access(account, device)
         if refusal is not None:
             log.info(
                 "eas: %s refused for %s device %s (%s %s): %s",
@@ -443,6 +539,7 @@ class ActiveSyncApp:
             clock=self._clock,
             disconnected=trio.Event(),
             slots=self._slots,
+            notices=self._notices,
         )
         reply = await self._call(spec, ctx, body)
         response = self._encode(reply, query.command, version)
@@ -468,9 +565,10 @@ class ActiveSyncApp:
         user_agent: str,
         now: float,
         settings: ActiveSyncSettings,
-    ) -> tuple[Device, Policy]:
+    ) -> tuple[Device, Policy, bool]:
         """In a worker thread: the account's policy and the device's partnership, created
-        on first sight and its last-seen fields refreshed now and then."""
+        on first sight and its last-seen fields refreshed now and then, with its access
+        level from the rules; and whether the user is to be told of a new access state."""
         policy = self._policies.policy_for(account)
         registry = self._registry
         device = registry.get(account.mailbox_id, query.device_id)
@@ -495,7 +593,7 @@ class ActiveSyncApp:
                 query.device_type,
                 user_agent,
             )
-            return device, policy
+            return self._with_access(device, policy)
         stale = (
             now - device.last_sync >= LAST_SEEN_WRITE_INTERVAL
             or device.user_agent != user_agent
@@ -516,7 +614,83 @@ class ActiveSyncApp:
                 )
 
             device = registry.modify(account.mailbox_id, query.device_id, seen)
-        return device, policy
+        return self._with_access(device, policy)
+
+    def _with_access(self, device: Device, policy: Policy) -> tuple[Device, Policy, bool]:
+        device, notify = self._assess(device, None)
+        return device, policy, notify
+
+    def _assess(self, device: Device, information: DeviceInformation | None) -> tuple[Device, bool]:
+        """Blocking: the device with its access level from the rules (stored when it
+        changed, with `information` merged in), and whether to notify the user."""
+        if self._access is None:
+            return device, False
+        configuration = self._access.access_configuration()
+        if information is None:
+            level, reason = evaluate_access(device, configuration)
+            owed = level is not DeviceAccess.ALLOWED and device.access_notified != level.value
+            if level is device.access and reason == device.access_reason and not owed:
+                return device, False
+        notify: list[bool] = []
+
+        def change(current: Device) -> Device:
+            if information is not None:
+                current = dataclasses.replace(current, info=information.merged_into(current.info))
+            level, reason = evaluate_access(current, configuration)
+            notified = current.access_notified
+            if level is DeviceAccess.ALLOWED:
+                notified = ""
+            elif notified != level.value:
+                notify.append(True)
+                notified = level.value
+            if level is not current.access:
+                log.info(
+                    "eas: device %s of %s is now %s (%s)",
+                    current.device_id,
+                    current.user,
+                    level.value,
+                    reason,
+                )
+            return dataclasses.replace(
+                current, access=level, access_reason=reason, access_notified=notified
+            )
+
+        updated = self._registry.modify(device.owner, device.device_id, change)
+        return updated, bool(notify)
+
+    async def _learn_information(
+        self, account: Account, device: Device, content: bytes
+    ) -> tuple[Device, bool] | None:
+        """The DeviceInformation in a refused Provision or Settings body, merged into the
+        record and the access level assessed again; None if the body carries none."""
+        if not content.startswith(WBXML_HEADER) or len(content) > MAX_LEARNING_BODY:
+            return None
+        try:
+            document = decode(content)
+        except WbxmlError:
+            return None
+        found = document.find("Settings:DeviceInformation/Set")
+        if found is None:
+            return None
+        information = parse_device_information(found)
+        try:
+            return await self._devices.run(functools.partial(self._assess, device, information))
+        except Exception:
+            log.exception("eas: device registry failed for %s", account.address)
+            return None
+
+    async def _notify_access(self, account: Account, device: Device) -> None:
+        notice = access_notice(device)
+        if notice is None or self._notices is None:
+            return
+        try:
+            await self._notices.notify(account, notice.subject, notice.text)
+        except Exception:
+            log.exception("eas: notice to %s about device %s failed", account.address,
+                          device.device_id)  # fmt: skip
+        else:
+            log.info("eas: told %s that device %s is %s", account.address, device.device_id,
+                     device.access.value)  # fmt: skip
 
     def _refused(
         self,
@@ -528,6 +702,7 @@ class ActiveSyncApp:
     ) -> HttpResponse:
         """403 for blocked devices; ≤12.1: 449 (MS-ASHTTP 3.1.5.2); 14.0+: the status in
         the command's body (MS-ASCMD 3.1.5.1), or 449 for a command without a Status."""
+        forbidden_before_14 = forbidden_before_14 or refusal.forbidden_before_14
         if refusal.forbidden or (forbidden_before_14 and version.uses_http_449):
             return HttpResponse(403, b"", None, self._eas_headers())
         document = None if version.uses_http_449 else status_document(command, refusal.status)
@@ -689,6 +864,9 @@ def make_app(
     commands: CommandTable,
     clock: Callable[[], float] = time.time,
     accepted_domain: Callable[[str], bool] | None = None,
+    access: AccessSource | None = None,
+    notices: Notices | None = None,
+    certificate_accounts: CertificateAccounts | None = None,
 ) -> ActiveSyncApp:
     """The ASGI app for the HTTPS listener. `accepted_domain` (blocking, e.g. a directory
     lookup) limits autoconfig answers to this server's domains; None answers any."""
@@ -700,4 +878,7 @@ def make_app(
         commands=commands,
         clock=clock,
         accepted_domain=accepted_domain,
+        access=access,
+        notices=notices,
+        certificate_accounts=certificate_accounts,
     )

@@ -23,6 +23,7 @@ from protocols.auth import Account
 
 from .devices import AsyncDevices, Device
 from .http import BODY_IDLE_TIMEOUT
+from .notices import Notices
 from .policy import Policy
 from .request import EasQuery, ProtocolVersion
 from .wbxml import Element
@@ -80,6 +81,9 @@ class ActiveSyncSettings:
     mail_host: str | None = None  # default: the external URL's host
     mail_ports: MailPorts = field(default_factory=MailPorts)
     organization: str = ""  # shown in configuration profiles
+    # Client certificates on the virtual directory: "ignore", "accept" or "require"
+    # (clientcert.ClientCertificateMode); the TLS layer verifies them.
+    client_certificates: str = "ignore"
 
     def errors(self) -> list[str]:
         """What is wrong with these settings (the config loader refuses them)."""
@@ -101,6 +105,8 @@ class ActiveSyncSettings:
             errors.append("retry_after and body_idle_timeout must be positive")
         if self.netbios_domain is not None and not self.netbios_domain.strip():
             errors.append("netbios_domain: empty")
+        if self.client_certificates not in ("ignore", "accept", "require"):
+            errors.append("client_certificates: want ignore, accept or require")
         return errors
 
     @property
@@ -154,6 +160,7 @@ class CommandContext:
     clock: Callable[[], float]
     disconnected: trio.Event  # set when the client goes away (long polls stop waiting)
     slots: Slots
+    notices: Notices | None = None  # mail to the user about their devices
 
     @property
     def user_agent(self) -> str:

@@ -139,9 +139,13 @@ class Device:
     temporary_key_issued: float | None = None
     temporary_policy_stamp: str | None = None
     acknowledged_key: int | None = None  # the temporary key last acknowledged
+    # The device said it cannot apply a policy (it asked for the 2.5 XML policy type):
+    # it runs without a key when the policy allows non-provisionable devices.
+    non_provisionable: bool = False
     # Access and remote wipe (managed by the administrator).
     access: DeviceAccess = DeviceAccess.ALLOWED
     access_reason: str = ""
+    access_notified: str = ""  # the access state the user was last told about by mail
     wipe: WipeState = WipeState.NONE
     wipe_requested: float | None = None
     wipe_requested_by: str = ""

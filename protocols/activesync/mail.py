@@ -44,6 +44,7 @@ from store import Flag, FolderSnapshot, MessageMetadata
 from store.flags import flags_to_bits
 from store.mime import Address, BodyPart, decode_words
 
+from .policy import Policy
 from .request import ProtocolVersion
 from .syncstate import ItemProps, change_token
 from .wbxml import E, Element
@@ -135,9 +136,21 @@ class RenderOptions:
     body_preferences: tuple[BodyPreference, ...] = ()
     mime_support: int = MIME_NEVER
     mime_truncation: int | None = None  # MIMETruncation code (12.1)
-    allow_html: bool = True  # policy AllowHTMLEmail (issue 9 caps it server-side)
+    allow_html: bool = True  # policy AllowHTMLEmail: HTML bodies become plain text
     max_body_bytes: int | None = None  # policy MaxEmailBodyTruncationSize, in bytes
     with_body: bool = True  # False for Find results (no body at all)
+    max_html_bytes: int | None = None  # policy MaxEmailHTMLBodyTruncationSize, in bytes
+    # MIME carries the HTML and the attachments the policy may forbid: without HTML or
+    # attachments allowed, a device asking for MIME gets a plain text body.
+    mime_allowed: bool = True
+
+    def body_limit(self, body_type: int) -> int | None:
+        """The policy's cap on a body of `body_type` (bytes; None: none)."""
+        if body_type == BODY_HTML:
+            return self.max_html_bytes
+        if body_type == BODY_MIME:
+            return self.max_html_bytes if self.allow_html else self.max_body_bytes
+        return self.max_body_bytes
 
     def chosen(self, smime: bool) -> BodyPreference:
         """The body type to send: MIME when asked and allowed, else HTML, else plain."""
@@ -145,7 +158,7 @@ class RenderOptions:
         mime_ok = self.mime_support == MIME_ALWAYS or (
             self.mime_support == MIME_SMIME_ONLY and smime
         )
-        if BODY_MIME in prefs and mime_ok:
+        if BODY_MIME in prefs and mime_ok and self.mime_allowed:
             return prefs[BODY_MIME]
         if BODY_HTML in prefs and self.allow_html:
             return prefs[BODY_HTML]
@@ -156,6 +169,21 @@ class RenderOptions:
             first = self.body_preferences[0]
             return BodyPreference(BODY_PLAIN, first.truncation, first.all_or_none, first.preview)
         return BodyPreference(BODY_PLAIN)
+
+
+def _kb(value: int | None) -> int | None:
+    return None if value is None else value * 1024
+
+
+def policy_render_limits(policy: Policy) -> dict[str, Any]:
+    """RenderOptions fields that enforce the device's mailbox policy on the server side
+    (the device is told the same in its EASProvisionDoc, but is not trusted to obey)."""
+    return {
+        "allow_html": policy.allow_html_email,
+        "max_body_bytes": _kb(policy.max_email_body_kb),
+        "max_html_bytes": _kb(policy.max_email_html_body_kb),
+        "mime_allowed": policy.allow_html_email and policy.attachments_enabled,
+    }
 
 
 # --- facts of one item -----------------------------------------------------------------
@@ -706,7 +734,7 @@ def email_application_data(facts: ItemFacts, options: RenderOptions, read: Reade
                 pref.all_or_none,
                 pref.preview,
             )
-        body = render_body(facts, pref, read, max_bytes=options.max_body_bytes)
+        body = render_body(facts, pref, read, max_bytes=options.body_limit(pref.type))
         preview = meta.preview[: min(pref.preview, MAX_PREVIEW)] if v14 and pref.preview else None
         out.append(body_element(body, preview))
     out += [

@@ -439,3 +439,114 @@ def policy_errors(policy: Policy) -> list[str]:
         if value is not None and value < 0:
             errors.append(f"{name}: must not be negative")
     return errors
+
+
+# --- storage and the administrator's words -------------------------------------------------
+
+POLICY_SCHEMA_VERSION: Final = 1
+UNLIMITED_WORDS: Final = frozenset({"unlimited", "none", "never", "off", ""})
+# Readable names of the enum values, as an administrator types them (Exchange's own
+# words: Set-ActiveSyncMailboxPolicy -MaxEmailAgeFilter OneWeek -> one-week).
+ENUM_WORDS: Final[dict[type[IntEnum], dict[str, IntEnum]]] = {
+    enum: {member.name.lower().replace("_", "-"): member for member in enum}
+    for enum in (
+        Bluetooth,
+        CalendarAgeFilter,
+        EmailAgeFilter,
+        SmimeSigningAlgorithm,
+        SmimeEncryptionAlgorithm,
+        SmimeAlgorithmNegotiation,
+    )
+}
+_FIELD_TYPES: Final[dict[str, Any]] = {}
+
+
+class PolicyValueError(ValueError):
+    """A setting's value cannot be read; the message names the setting."""
+
+
+def enum_word(value: IntEnum) -> str:
+    return value.name.lower().replace("_", "-")
+
+
+def setting_kind(name: str) -> Any:
+    """The type of setting `name`: bool, int, "int|None", an IntEnum class, or tuple."""
+    if not _FIELD_TYPES:
+        for f in dataclasses.fields(Policy):
+            default = f.default
+            if isinstance(default, bool):
+                kind: Any = bool
+            elif isinstance(default, IntEnum):
+                kind = type(default)
+            elif isinstance(default, tuple):
+                kind = tuple
+            elif isinstance(default, str):
+                kind = str
+            elif isinstance(default, int):
+                kind = int
+            else:
+                kind = "int|None"
+            _FIELD_TYPES[f.name] = kind
+    if name not in _FIELD_TYPES:
+        raise PolicyValueError(f"no setting {name!r}")
+    return _FIELD_TYPES[name]
+
+
+def parse_setting(name: str, text: str) -> object:
+    """The value of setting `name` from an administrator's text: true/false, a number,
+    `unlimited` for an unset limit, an enum word (one-week), or a comma-separated list."""
+    kind = setting_kind(name)
+    word = text.strip().lower()
+    if kind is bool:
+        if word in ("true", "yes", "1", "on"):
+            return True
+        if word in ("false", "no", "0", "off"):
+            return False
+        raise PolicyValueError(f"{name}: expected true or false, got {text!r}")
+    if kind is tuple:
+        return tuple(item.strip() for item in text.split(",") if item.strip())
+    if kind is str:
+        return text.strip()
+    if isinstance(kind, type) and issubclass(kind, IntEnum):
+        words = ENUM_WORDS[kind]
+        if word not in words:
+            raise PolicyValueError(f"{name}: expected one of {', '.join(words)}, got {text!r}")
+        return words[word]
+    if kind == "int|None" and word in UNLIMITED_WORDS:
+        return None
+    if not word.lstrip("-").isdigit() or len(word) > 9:
+        raise PolicyValueError(f"{name}: expected a whole number, got {text!r}")
+    return int(word)
+
+
+def policy_to_record(policy: Policy) -> dict[str, Any]:
+    """The policy as a JSON-able record: enums by name, lists for tuples, a version."""
+    record: dict[str, Any] = {"v": POLICY_SCHEMA_VERSION}
+    for f in dataclasses.fields(policy):
+        value = getattr(policy, f.name)
+        if isinstance(value, IntEnum):
+            value = enum_word(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        record[f.name] = value
+    return record
+
+
+def policy_from_record(record: dict[str, Any]) -> Policy:
+    """Back from `policy_to_record`. Settings this version does not know are ignored and
+    missing ones take their default, so records survive upgrades both ways."""
+    version = record.get("v", 0)
+    if not isinstance(version, int) or version > POLICY_SCHEMA_VERSION:
+        raise PolicyValueError(f"policy record schema {version!r} is newer than this program")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Policy):
+        if f.name not in record:
+            continue
+        value = record[f.name]
+        kind = setting_kind(f.name)
+        if isinstance(kind, type) and issubclass(kind, IntEnum):
+            value = parse_setting(f.name, str(value))
+        elif kind is tuple:
+            value = tuple(str(v) for v in value or ())
+        values[f.name] = value
+    return Policy(**values)

@@ -8,6 +8,7 @@ The rules, in the order they are applied to every request (`admission`):
 | remote wipe pending                           | wipe directive     | 449 / 140               |
 | account-only wipe pending, version < 16.1     | 403                | 403                     |
 | command exempt from provisioning              | -                  | runs                    |
+| no key, device said it cannot provision (*)   | runs               | runs, or 403 / 141      |
 | no key sent (absent, empty, "0")              | runs               | 449 / 142               |
 | key malformed (not a uint32, > 64 chars)      | runs               | 449 / 144               |
 | device holds no final key (never acknowledged)| runs               | 449 / 142               |
@@ -15,6 +16,7 @@ The rules, in the order they are applied to every request (`admission`):
 | final key issued under another policy stamp   | runs               | 449 / 143               |
 | refresh interval since the key passed         | runs               | 449 / 143               |
 
+(*) It runs if the policy allows non-provisionable devices, else 403 (≤12.1) or 141.
 449 for protocol ≤12.1 (MS-ASHTTP 3.1.5.2), the status in the command's body for 14.0+
 (MS-ASCMD 3.1.5.1). A temporary key is never a final key, so it only works in the
 acknowledgement (reliability-security item 44).
@@ -56,6 +58,7 @@ class Refusal:
     status: CommonStatus
     forbidden: bool = False
     reason: str = ""
+    forbidden_before_14: bool = False  # ≤12.1 has no status for it: 403, not 449
 
 
 def admission(
@@ -85,6 +88,16 @@ def admission(
         return Refusal(CommonStatus.REMOTE_WIPE_REQUESTED, reason="remote wipe pending")
     if is_provision or not needs_provisioning:
         return None
+    if key.absent and device.non_provisionable and device.policy_key is None:
+        # MS-ASPROV 3.2.5.1.2.1 / Exchange's AllowNonProvisionableDevices: a device that
+        # cannot apply the policy runs without one only if the policy says so.
+        if policy.allow_non_provisionable_devices:
+            return None
+        return Refusal(
+            CommonStatus.LEGACY_DEVICE_ON_STRICT_POLICY,
+            reason="non-provisionable device on a strict policy",
+            forbidden_before_14=True,
+        )
     if key.absent:
         return Refusal(CommonStatus.DEVICE_NOT_PROVISIONED, reason="no policy key")
     if key.malformed:
@@ -216,8 +229,14 @@ def provision(
         # MS-ASPROV 3.2.5.1: 12.0+ devices ask for the WBXML policy; the 2.5 XML one and
         # anything else is an unknown PolicyType.
         unknown = _policy(request.policy_type, PolicyStatus.UNKNOWN_POLICY_TYPE)
-        event = "legacy policy type" if request.policy_type == LEGACY_POLICY_TYPE else "unknown"
-        return ProvisionOutcome(reply(ProvisionStatus.SUCCESS, unknown), device, event)
+        if request.policy_type == LEGACY_POLICY_TYPE:
+            # The device can only apply the 2.5 XML policy: it cannot be provisioned,
+            # and admission lets it in only if the policy allows such devices.
+            device = dataclasses.replace(device, non_provisionable=True)
+            return ProvisionOutcome(
+                reply(ProvisionStatus.SUCCESS, unknown), device, "legacy policy type"
+            )
+        return ProvisionOutcome(reply(ProvisionStatus.SUCCESS, unknown), device, "unknown")
     if request.policy_key is None:
         return _initial(device, request, policy, reply, version=version, now=now, keys=keys)
     return _acknowledgement(device, request, policy, reply, now=now, keys=keys)
@@ -296,6 +315,7 @@ def _acknowledgement(
     final_key = keys(device.policy_key, device.temporary_key, device.acknowledged_key)
     device = dataclasses.replace(
         device,
+        non_provisionable=False,
         policy_key=final_key,
         policy_key_issued=now,
         policy_name=policy.name,

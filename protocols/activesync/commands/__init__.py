@@ -27,6 +27,7 @@ from .foldersync import folder_edit_handler, folder_sync_handler
 from .getitemestimate import get_item_estimate_handler
 from .itemoperations import item_operations_handler
 from .moveitems import move_items_handler
+from .oof import oof_handler
 from .ping import ping_handler
 from .provision import handle_provision
 from .resolverecipients import Recipient, RecipientLookup, resolve_recipients_handler
@@ -112,6 +113,7 @@ __all__ = [
     "default_commands",
     "handle_provision",
     "mail_commands",
+    "oof_handler",
     "oof_not_available",
     "resolve_recipients_handler",
     "settings_handler",

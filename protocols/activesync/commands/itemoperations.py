@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import struct
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from ..mail import (
     email_application_data,
     parse_file_reference,
     parse_server_id,
+    policy_render_limits,
 )
 from ..wbxml import E, Element, encode
 from .common import MailServices, served_folder, served_folders
@@ -55,6 +57,7 @@ class ItemOpsStatus:
     UNKNOWN_STORE = 9
     TOO_LARGE = 11
     INVALID_ATTACHMENT = 15
+    ACCESS_DENIED = 16  # MS-ASCMD 2.2.3.177.7: access to the resource is denied
 
 
 @dataclass(slots=True)
@@ -117,9 +120,16 @@ def fetch_attachment(
     reference: str,
     range_text: str | None,
     parts: _Parts,
+    *,
+    attachments_enabled: bool = True,
+    max_attachment_bytes: int | None = None,
 ) -> list[Element]:
-    """Blocking: the Fetch response children for a FileReference."""
+    """Blocking: the Fetch response children for a FileReference. The mailbox policy is
+    enforced here, whatever the device does with its EASProvisionDoc: no attachments
+    when AttachmentsEnabled is 0, none above MaxAttachmentSize (MS-ASPROV 2.2.2.30)."""
     echo = E("AirSyncBase:FileReference", reference)
+    if not attachments_enabled:
+        return [E("ItemOperations:Status", ItemOpsStatus.ACCESS_DENIED), echo]
     parsed = parse_file_reference(reference)
     if parsed is None:
         return [E("ItemOperations:Status", ItemOpsStatus.INVALID_ATTACHMENT), echo]
@@ -140,6 +150,8 @@ def fetch_attachment(
     except MessageNotFound:
         return [E("ItemOperations:Status", ItemOpsStatus.INVALID_ATTACHMENT), echo]
     total = len(content)
+    if max_attachment_bytes is not None and total > max_attachment_bytes:
+        return [E("ItemOperations:Status", ItemOpsStatus.TOO_LARGE), echo]
     bounds = parse_range(range_text, total)
     if bounds is None:
         return [E("ItemOperations:Status", ItemOpsStatus.INVALID_RANGE), echo]
@@ -325,8 +337,19 @@ async def _fetch(
     reference = operation.text_of("AirSyncBase:FileReference")
     if reference is not None:
         range_text = options_el.text_of("Range") if options_el is not None else None
+        policy = ctx.policy
+        limit = policy.max_attachment_kb
         children = await services.run(
-            fetch_attachment, services, mailbox_id, reference.strip(), range_text, parts
+            functools.partial(
+                fetch_attachment,
+                services,
+                mailbox_id,
+                reference.strip(),
+                range_text,
+                parts,
+                attachments_enabled=policy.attachments_enabled,
+                max_attachment_bytes=None if limit is None else limit * 1024,
+            )
         )
         return E("ItemOperations:Fetch", children)
     long_id = operation.text_of("Search:LongId")
@@ -351,7 +374,7 @@ async def _fetch(
         version=ctx.version,
         body_preferences=options.body_preferences if options else (),
         mime_support=options.mime_support if options else 0,
-        allow_html=ctx.policy.allow_html_email,
+        **policy_render_limits(ctx.policy),
     )
     status, data = await services.run(
         fetch_item, services, mailbox_id, target[0], target[1], render, parts

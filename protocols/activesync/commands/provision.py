@@ -7,6 +7,7 @@ import logging
 
 from ..context import CommandContext, CommandReply
 from ..devices import Device
+from ..notices import wipe_notice
 from ..provision import ProvisionOutcome, ProvisionParseError, parse_provision, provision
 from ..replies import status_document
 from ..status import ProvisionStatus
@@ -41,4 +42,24 @@ async def handle_provision(ctx: CommandContext) -> CommandReply:
         ctx.policy.name,
         outcome.event,
     )
+    if outcome.device.wipe.finished and not ctx.device.wipe.finished:
+        await _tell_wiped(ctx, outcome.device)
     return CommandReply.wbxml(outcome.response)
+
+
+async def _tell_wiped(ctx: CommandContext, device: Device) -> None:
+    """The device reported the wipe: record it in the log and tell the user by mail (the
+    phone is gone; they read it elsewhere)."""
+    log.warning(
+        "eas remote wipe acknowledged: user=%s device=%s state=%s",
+        ctx.account.address,
+        device.device_id,
+        device.wipe.value,
+    )
+    notice = wipe_notice(device)
+    if notice is None or ctx.notices is None:
+        return
+    try:
+        await ctx.notices.notify(ctx.account, notice.subject, notice.text)
+    except Exception:
+        log.exception("eas: wipe notice to %s failed", ctx.account.address)

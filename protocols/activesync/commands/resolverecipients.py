@@ -20,7 +20,7 @@ import trio
 from ..context import CommandContext, CommandReply, Handler
 from ..request import ProtocolVersion
 from ..status import CertificateRetrievalStatus, CommonStatus, ResolveRecipientsStatus
-from ..wbxml import E, Element
+from ..wbxml import E, Element, WbxmlError
 
 log = logging.getLogger("mailhost.activesync")
 
@@ -61,6 +61,13 @@ class ResolveRequest:
 
 
 def parse_resolve_recipients(document: Element | None) -> ResolveRequest:
+    try:
+        return _parse(document)
+    except WbxmlError as exc:  # e.g. opaque bytes that are not UTF-8 where text belongs
+        raise ResolveRecipientsError(str(exc)) from None
+
+
+def _parse(document: Element | None) -> ResolveRequest:
     if document is None or document.qname != "ResolveRecipients:ResolveRecipients":
         raise ResolveRecipientsError("not a ResolveRecipients document")
     to = tuple(e.text.strip() for e in document.findall("To"))

@@ -30,6 +30,7 @@ from ..mail import (
     conversation_id,
     email_application_data,
     parse_eas_datetime,
+    policy_render_limits,
     server_id,
 )
 from ..wbxml import E, Element
@@ -347,7 +348,7 @@ def search_handler(services: MailServices) -> Handler:
             version=ctx.version,
             body_preferences=parsed.body_preferences if parsed else (),
             mime_support=parsed.mime_support if parsed else 0,
-            allow_html=ctx.policy.allow_html_email,
+            **policy_render_limits(ctx.policy),
         )
         try:
             answer = await services.run(

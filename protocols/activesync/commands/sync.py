@@ -44,6 +44,7 @@ from ..mail import (
     flag_element,
     last_verb,
     parse_server_id,
+    policy_render_limits,
     server_id,
 )
 from ..request import ProtocolVersion
@@ -339,6 +340,8 @@ class SyncScope:
     max_email_age: Any  # the Policy, for effective_filter
     peer: str
     now: float
+    max_html_bytes: int | None = None
+    mime_allowed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +373,8 @@ def _render_options(scope: SyncScope, options: CollectionOptions) -> RenderOptio
         mime_truncation=options.mime_truncation,
         allow_html=scope.allow_html,
         max_body_bytes=scope.max_body_bytes,
+        max_html_bytes=scope.max_html_bytes,
+        mime_allowed=scope.mime_allowed,
     )
 
 
@@ -840,15 +845,10 @@ def sync_handler(services: MailServices, drafts: DraftSaver | None = None) -> Ha
             device_id=device_id,
             version=ctx.version,
             addresses=(ctx.account.address, *ctx.account.addresses),
-            allow_html=ctx.policy.allow_html_email,
-            max_body_bytes=_kb(
-                ctx.policy.max_email_html_body_kb
-                if ctx.policy.allow_html_email
-                else ctx.policy.max_email_body_kb
-            ),
             max_email_age=ctx.policy,
             peer=ctx.peer,
             now=time.time(),
+            **policy_render_limits(ctx.policy),
         )
         async with services.push.device_lock(mailbox_id, device_id):
             device_state = await services.run(services.states.load_device, mailbox_id, device_id)
@@ -897,10 +897,6 @@ def sync_handler(services: MailServices, drafts: DraftSaver | None = None) -> Ha
                 return _reply(results)
 
     return handle
-
-
-def _kb(value: int | None) -> int | None:
-    return None if value is None else value * 1024
 
 
 def _current_keys(
