@@ -56,7 +56,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from . import faults
 from .clock import Clock
@@ -85,7 +85,14 @@ from .limits import (
     MAX_KEYWORDS_PER_FOLDER,
     MAX_UID,
 )
-from .metadata import MessageMetadata, build_metadata, from_record, to_record
+from .metadata import (
+    MessageMetadata,
+    build_metadata,
+    envelope_from_record,
+    from_record,
+    to_record,
+)
+from .mime import Envelope
 from .model import (
     Changes,
     FlagUpdate,
@@ -95,6 +102,8 @@ from .model import (
     _datetime_ms,
 )
 from .records import HEADER, RecordError, decode_one, frame_obj, pack, scan, unpack
+
+_T = TypeVar("_T")
 
 INDEX_FILE = "mailhost.index"
 JOURNAL_FILE = "mailhost.journal"
@@ -1649,7 +1658,17 @@ class FolderIndex:
 
     def metadata(self, uids: Iterable[int]) -> dict[int, MessageMetadata]:
         """Cached metadata for the present UIDs (reparsing files whose record is missing)."""
-        out: dict[int, MessageMetadata] = {}
+        return self._records(uids, from_record)
+
+    def envelopes(self, uids: Iterable[int]) -> dict[int, tuple[Envelope, str]]:
+        """(envelope, decoded subject) per present UID: the part of the metadata a folder
+        listing needs, without building every message's MIME tree."""
+        return self._records(uids, envelope_from_record)
+
+    def _records(
+        self, uids: Iterable[int], decode: Callable[[dict[str, Any]], _T]
+    ) -> dict[int, _T]:
+        out: dict[int, _T] = {}
         repaired: list[tuple[int, dict[str, Any]]] = []
         with self.locked() as state:
             for uid in uids:
@@ -1657,20 +1676,20 @@ class FolderIndex:
                 if pos is None:
                     continue
                 record = self._cache_read_raw(uid, state.cache[pos])
-                meta: MessageMetadata | None = None
+                value: _T | None = None
                 if record is not None:
                     try:
-                        meta = from_record(record)
+                        value = decode(record)
                     except (KeyError, ValueError, TypeError, IndexError):
-                        meta = None
-                if meta is None:
+                        value = None
+                if value is None:
                     try:
                         record = _parse_file(self._path_at(state, pos))
                     except OSError:
                         continue
-                    meta = from_record(record)
+                    value = decode(record)
                     repaired.append((uid, record))
-                out[uid] = meta
+                out[uid] = value
             if repaired:
                 # Offsets of repaired records live in memory (and in the next compacted
                 # index); the cache is never the only copy of anything.

@@ -469,6 +469,13 @@ def to_record(meta: MessageMetadata) -> dict[str, Any]:
     }
 
 
+def envelope_from_record(d: dict[str, Any]) -> tuple[Envelope, str]:
+    """The envelope and decoded subject of a record, nothing else decoded."""
+    if d.get("v") != RECORD_VERSION:
+        raise ValueError("unknown metadata record version")
+    return _envelope_in(d["env"]), d["subject"]
+
+
 def from_record(d: dict[str, Any]) -> MessageMetadata:
     """Inverse of `to_record`; raises ValueError/KeyError/TypeError on a bad record."""
     if d.get("v") != RECORD_VERSION:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from store import Folder, MessageMetadata, Store, decode_words
+from store.mime import Envelope
 
 from . import responses as r
 from . import storemap
@@ -92,13 +93,16 @@ class SearchFields:
 
     @classmethod
     def of(cls, meta: MessageMetadata) -> SearchFields:
-        env = meta.envelope
+        return cls.from_envelope(meta.envelope, meta.subject)
+
+    @classmethod
+    def from_envelope(cls, env: Envelope, subject: str) -> SearchFields:
         values = [
             _address_text(env.from_),
             _address_text(env.to),
             _address_text(env.cc),
             _address_text(env.bcc),
-            meta.subject,
+            subject,
         ]
         joined = "\n".join(v.replace("\n", " ").replace("\r", " ") for v in values)
         return cls(joined.casefold())
@@ -165,14 +169,14 @@ class MetadataCache:
         for start in range(0, len(missing), _FILL_BATCH):
             batch = missing[start : start + _FILL_BATCH]
             added = 0
-            for uid, meta in folder.metadata(batch).items():
+            for uid, (envelope, subject) in folder.envelopes(batch).items():
                 if search:
-                    fields = SearchFields.of(meta).text
+                    fields = SearchFields.from_envelope(envelope, subject).text
                     if uid not in entries.search:
                         added += len(fields) + _ENTRY_OVERHEAD
                     entries.search[uid] = fields
                 else:
-                    env = r.envelope(storemap.envelope(meta.envelope), utf8=utf8)
+                    env = r.envelope(storemap.envelope(envelope), utf8=utf8)
                     if uid not in entries.envelopes:
                         added += len(env) + _ENTRY_OVERHEAD
                     entries.envelopes[uid] = env
