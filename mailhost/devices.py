@@ -23,14 +23,15 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from mailhost.database import Database
 from protocols.activesync.devices import (
     DEVICE_SCHEMA_VERSION,
     Device,
@@ -42,7 +43,6 @@ from protocols.activesync.devices import (
     WipeState,
 )
 
-BUSY_TIMEOUT_MS: Final = 5000
 RECOVERY_KEY_BYTES: Final = 32  # AES-256-GCM
 NONCE_BYTES: Final = 12  # NIST SP 800-38D 8.2: 96-bit nonces
 _DEVICE_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(Device))
@@ -120,37 +120,21 @@ class SqliteDeviceRegistry:
     def __init__(self, path: Path, *, recovery_key_path: Path) -> None:
         self.path = path
         self._recovery_key = RecoveryKey(recovery_key_path)
-        try:
-            self._db = sqlite3.connect(
-                path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
-            )
-            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.Error as exc:
-            raise DeviceRegistryError(f"device registry {path}: {exc}") from None
-        self._lock = threading.RLock()
+        self._database = Database(path, synchronous="NORMAL", error=DeviceRegistryError)
         self._migrate()
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._database.db
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
+    def close(self) -> None:
+        self._database.close()
+
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._database.transaction()
 
     def _migrate(self) -> None:
-        with self._lock:
-            self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+        self._database.create(_SCHEMA)
         with self._transaction() as db:
             row = db.execute("SELECT value FROM eas_meta WHERE key='schema_version'").fetchone()
             version = int(row[0]) if row else 0
@@ -166,10 +150,9 @@ class SqliteDeviceRegistry:
     # --- partnerships -----------------------------------------------------------------
 
     def get(self, owner: str, device_id: str) -> Device | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT record FROM eas_devices WHERE owner=? AND device_id=?", (owner, device_id)
-            ).fetchone()
+        row = self._db.execute(
+            "SELECT record FROM eas_devices WHERE owner=? AND device_id=?", (owner, device_id)
+        ).fetchone()
         return _load(row[0]) if row else None
 
     def add(self, device: Device, *, max_per_owner: int) -> Device:
@@ -223,36 +206,32 @@ class SqliteDeviceRegistry:
         return updated
 
     def devices_of(self, owner: str) -> list[Device]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT record FROM eas_devices WHERE owner=? ORDER BY device_id", (owner,)
-            ).fetchall()
+        rows = self._db.execute(
+            "SELECT record FROM eas_devices WHERE owner=? ORDER BY device_id", (owner,)
+        ).fetchall()
         return [_load(row[0]) for row in rows]
 
     def devices_of_user(self, address: str) -> list[Device]:
         """By the primary address last seen (what the CLI's --user gives)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT record FROM eas_devices WHERE user=? ORDER BY device_id",
-                (address.strip().lower(),),
-            ).fetchall()
+        rows = self._db.execute(
+            "SELECT record FROM eas_devices WHERE user=? ORDER BY device_id",
+            (address.strip().lower(),),
+        ).fetchall()
         return [_load(row[0]) for row in rows]
 
     def devices_with_id(self, device_id: str) -> list[Device]:
         """Every partnership of this DeviceId (one per account that used it): the CLI's
         `device show ID` when it is not told the user."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT record FROM eas_devices WHERE device_id=? ORDER BY user",
-                (device_id.strip().lower(),),
-            ).fetchall()
+        rows = self._db.execute(
+            "SELECT record FROM eas_devices WHERE device_id=? ORDER BY user",
+            (device_id.strip().lower(),),
+        ).fetchall()
         return [_load(row[0]) for row in rows]
 
     def all_devices(self) -> list[Device]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT record FROM eas_devices ORDER BY user, device_id"
-            ).fetchall()
+        rows = self._db.execute(
+            "SELECT record FROM eas_devices ORDER BY user, device_id"
+        ).fetchall()
         return [_load(row[0]) for row in rows]
 
     def remove(self, owner: str, device_id: str) -> bool:
@@ -285,12 +264,10 @@ class SqliteDeviceRegistry:
             )
 
     def recovery_password(self, owner: str, device_id: str) -> str | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT nonce, ciphertext FROM eas_recovery_passwords "
-                "WHERE owner=? AND device_id=?",
-                (owner, device_id),
-            ).fetchone()
+        row = self._db.execute(
+            "SELECT nonce, ciphertext FROM eas_recovery_passwords WHERE owner=? AND device_id=?",
+            (owner, device_id),
+        ).fetchone()
         if row is None:
             return None
         try:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 import uuid
-import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -28,9 +26,9 @@ from mailhost.addresses import (
     normalize_domain,
     split_address,
 )
+from mailhost.database import Database
 
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 5000
 COLLISION_SUFFIX_LIMIT = 99  # john.smith2 ... john.smith99, as Exchange numbers them
 MAX_NAME = 256
 
@@ -125,75 +123,29 @@ _USER_COLUMNS = (
 )
 
 
-class _Connection:
-    """Owns one thread's SQLite connection; closed when the thread (and this) goes."""
-
-    __slots__ = ("__weakref__", "db")
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __del__(self) -> None:
-        self.db.close()
-
-
 class Directory:
     """One open directory database. Thread-safe; every method is a short transaction."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        # One connection per thread: in WAL mode readers never wait for each other or for
-        # a writer, so the event loop's lookups are never held up by a worker thread's.
-        # Holders are weakly tracked: a connection goes with its thread (trio retires idle
-        # worker threads) and `close` reaches the ones still alive.
-        self._local = threading.local()
-        self._open: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._open_lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
+        try:
+            self._database = Database(path, error=DirectoryError)
+        except sqlite3.Error as exc:
+            raise DirectoryError(f"directory {path}: {exc}") from None
         self._migrate()
 
     @property
     def _db(self) -> sqlite3.Connection:
-        holder: _Connection | None = getattr(self._local, "holder", None)
-        if holder is None:
-            try:
-                db = sqlite3.connect(
-                    self.path,
-                    timeout=BUSY_TIMEOUT_MS / 1000,
-                    check_same_thread=False,
-                    isolation_level=None,
-                )
-                db.execute("PRAGMA synchronous=FULL")
-                db.execute("PRAGMA foreign_keys=ON")
-                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            except sqlite3.Error as exc:
-                raise DirectoryError(f"directory {self.path}: {exc}") from None
-            holder = _Connection(db)
-            self._local.holder = holder
-            with self._open_lock:
-                self._open.add(holder)
-        return holder.db
+        return self._database.db
 
     def close(self) -> None:
-        with self._open_lock:
-            holders, self._open = list(self._open), weakref.WeakSet()
-        for holder in holders:
-            holder.db.close()
-        self._local = threading.local()
+        self._database.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        else:
-            self._db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._database.transaction()
 
     def _migrate(self) -> None:
-        self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+        self._database.create(_SCHEMA)
         with self._transaction() as db:
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             version = int(row[0]) if row else 0
@@ -455,9 +407,8 @@ class Directory:
                 raise DirectoryError(f"no send connector named {name!r}")
 
     def data_version(self) -> tuple[int, int]:
-        """Changes whenever another connection (the CLI) commits: a cheap cache key. The
-        value is per connection, hence per thread: the thread is part of the key."""
-        return threading.get_ident(), int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        """Changes whenever another connection (the CLI) commits: a cheap cache key."""
+        return self._database.data_version()
 
     # --- address policies ---------------------------------------------------------------
 

@@ -7,7 +7,7 @@ Like the device registry, this opens `directory.sqlite3` with a connection of it
 and keeps to its own tables (`eas_policies`, `eas_policy_users`, `eas_access_rules`,
 `eas_org`, `eas_audit`, `oof_settings`, `oof_replies`), so the directory code never
 sees them; WAL lets the CLI change them while the server runs, and the server sees a
-change on its next request (every read checks SQLite's `data_version`).
+change on its next request (every write bumps a generation number that reads check).
 
 A user is named by their mailbox id (the directory's GUID), which never changes, so a
 renamed user keeps their policy and their out-of-office state.
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from mailhost.database import Database
 from protocols.activesync.access import (
     MAX_RULE_VALUE,
     AccessConfiguration,
@@ -48,7 +49,6 @@ from protocols.activesync.policy import (
 from protocols.auth import Account
 from transport.autoreply import OofReply, OofSettings, OofState
 
-BUSY_TIMEOUT_MS: Final = 5000
 SCHEMA_VERSION: Final = 1
 MAX_POLICY_NAME: Final = 64  # Exchange: a policy name is at most 64 characters
 MAX_RULES: Final = 1000  # access rules an organisation may have
@@ -122,19 +122,12 @@ class AuditEntry:
 
 
 class EasAdministration:
-    """See the module docstring. Thread-safe: one connection behind a lock."""
+    """See the module docstring. Thread-safe: a connection per thread, and a lock around
+    the cache of policies and rules."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            self._db = sqlite3.connect(
-                path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
-            )
-            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.Error as exc:
-            raise AdministrationError(f"directory {path}: {exc}") from None
+        self._database = Database(path, synchronous="NORMAL", error=AdministrationError)
         self._lock = threading.RLock()
         self._cache_version: int | None = None
         self._policies: dict[str, Policy] = {}
@@ -143,26 +136,25 @@ class EasAdministration:
         self._access: AccessConfiguration | None = None
         self._migrate()
 
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._database.db
+
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._database.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
-            self._cache_version = None  # our own commits do not move data_version
+        with self._lock, self._database.transaction() as db:
+            yield db
+            # Every change moves the generation, which every process's cache checks.
+            db.execute(
+                "INSERT INTO eas_org(key, value) VALUES('generation', '1') "
+                "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+            )
 
     def _migrate(self) -> None:
-        with self._lock:
-            self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+        self._database.create(_SCHEMA)
         with self._transaction() as db:
             row = db.execute("SELECT value FROM eas_org WHERE key='schema_version'").fetchone()
             version = int(row[0]) if row else 0
@@ -186,7 +178,8 @@ class EasAdministration:
 
     def _fresh(self) -> None:
         """Reload the cached policies, assignments and rules if anyone changed them."""
-        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        row = self._db.execute("SELECT value FROM eas_org WHERE key='generation'").fetchone()
+        version = int(row[0]) if row else 0
         if version == self._cache_version:
             return
         policies: dict[str, Policy] = {}
