@@ -78,9 +78,24 @@ class Database:
         else:
             db.execute("COMMIT")
 
-    def create(self, schema: str) -> None:
-        """Run `schema` (CREATE ... IF NOT EXISTS statements) in one transaction."""
+    def create(self, schema: str, *, meta_table: str, version: int, what: str) -> None:
+        """Run `schema` (CREATE ... IF NOT EXISTS statements, `meta_table` among them, a
+        key/value table) in one transaction, then record `version` in `meta_table`,
+        refusing a file written by a newer program (it may hold what we cannot read)."""
         self.db.executescript("BEGIN IMMEDIATE;" + schema + "COMMIT;")
+        with self.transaction() as db:
+            row = db.execute(
+                f"SELECT value FROM {meta_table} WHERE key='schema_version'"  # noqa: S608
+            ).fetchone()
+            found = int(row[0]) if row else 0
+            if found > version:
+                raise self._error(
+                    f"{self.path}: {what} schema {found} is newer than this program knows"
+                )
+            db.execute(
+                f"INSERT OR REPLACE INTO {meta_table}(key, value) VALUES('schema_version', ?)",
+                (str(version),),
+            )
 
     def data_version(self) -> tuple[int, int]:
         """Changes whenever another connection (the CLI) commits: a cheap cache key. The

@@ -134,18 +134,9 @@ class SqliteDeviceRegistry:
         return self._database.transaction()
 
     def _migrate(self) -> None:
-        self._database.create(_SCHEMA)
-        with self._transaction() as db:
-            row = db.execute("SELECT value FROM eas_meta WHERE key='schema_version'").fetchone()
-            version = int(row[0]) if row else 0
-            if version > DEVICE_SCHEMA_VERSION:
-                raise DeviceRegistryError(
-                    f"device registry {self.path}: schema {version} is newer than this program"
-                )
-            db.execute(
-                "INSERT OR REPLACE INTO eas_meta(key, value) VALUES('schema_version', ?)",
-                (str(DEVICE_SCHEMA_VERSION),),
-            )
+        self._database.create(
+            _SCHEMA, meta_table="eas_meta", version=DEVICE_SCHEMA_VERSION, what="device registry"
+        )
 
     # --- partnerships -----------------------------------------------------------------
 

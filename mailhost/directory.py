@@ -145,18 +145,7 @@ class Directory:
         return self._database.transaction()
 
     def _migrate(self) -> None:
-        self._database.create(_SCHEMA)
-        with self._transaction() as db:
-            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise DirectoryError(
-                    f"directory {self.path}: schema {version} is newer than this program knows"
-                )
-            db.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+        self._database.create(_SCHEMA, meta_table="meta", version=SCHEMA_VERSION, what="directory")
 
     # --- accepted domains ---------------------------------------------------------------
 

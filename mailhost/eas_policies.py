@@ -154,18 +154,10 @@ class EasAdministration:
             )
 
     def _migrate(self) -> None:
-        self._database.create(_SCHEMA)
+        self._database.create(
+            _SCHEMA, meta_table="eas_org", version=SCHEMA_VERSION, what="ActiveSync administration"
+        )
         with self._transaction() as db:
-            row = db.execute("SELECT value FROM eas_org WHERE key='schema_version'").fetchone()
-            version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise AdministrationError(
-                    f"directory {self.path}: EAS schema {version} is newer than this program"
-                )
-            db.execute(
-                "INSERT OR REPLACE INTO eas_org(key, value) VALUES('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
             if not db.execute("SELECT 1 FROM eas_policies LIMIT 1").fetchone():
                 # The Default policy exists from the start, as in Exchange.
                 db.execute(

@@ -6,6 +6,7 @@ hands the stream plus a `ConnectionInfo` to the protocol's session function.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import ssl
 from collections.abc import Callable, Iterator
@@ -68,6 +69,17 @@ class ConnectionInfo:
     @property
     def over_peer_limit(self) -> bool:
         return self.sessions_from_peer > self.max_sessions_per_peer
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1, or an IPv4-mapped loopback address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
 
 
 def tls_description(stream: trio.abc.Stream) -> str | None:

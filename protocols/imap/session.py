@@ -24,7 +24,6 @@ Blocking store calls run in worker threads (``trio.to_thread.run_sync``).
 from __future__ import annotations
 
 import base64
-import ipaddress
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -34,7 +33,7 @@ from typing import Any, Final, NoReturn, TypeVar
 import trio
 
 from protocols.auth import Account, LoginOutcome, PasswordChecker, SaslError, decode_sasl_plain
-from protocols.connection import ConnectionInfo
+from protocols.connection import ConnectionInfo, is_loopback
 from store import (
     FolderDeleted,
     Mailbox,
@@ -104,16 +103,6 @@ _ENDINGS: Final = (
 
 
 Handler = Callable[["ImapSession", Any], Awaitable[bytes | None]]
-
-
-def is_loopback(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
 
 
 class ImapSession:

@@ -8,7 +8,6 @@ dropped connection, a timeout or a server shutdown removes nothing.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import ssl
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from typing import Final, Protocol
 import trio
 
 from protocols.auth import Account, LoginOutcome, PasswordChecker, SaslError, decode_sasl_plain
-from protocols.connection import ConnectionInfo
+from protocols.connection import ConnectionInfo, is_loopback
 from protocols.pop3 import core
 from protocols.pop3.core import RespCode, err, ok
 
@@ -143,7 +142,7 @@ class Pop3Session:
     def plaintext_ok(self) -> bool:
         if self.tls_active:
             return True
-        return self.settings.plaintext_on_loopback and _is_loopback(self.info.peer[0])
+        return self.settings.plaintext_on_loopback and is_loopback(self.info.peer[0])
 
     async def run(self) -> None:
         try:
@@ -408,16 +407,6 @@ class Pop3Session:
             log.info("pop3: %s removed %d message(s)", self.account.address, len(uids))
         await self._send(ok(f"{self.settings.hostname} POP3 server signing off"))
         return False
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
 
 
 async def serve_pop3(
