@@ -23,6 +23,18 @@ from certs.tls import CertificateError
 SELF_SIGNED_DAYS = 365
 RSA_BITS = 2048  # Mozilla intermediate: RSA 2048 (broadest client support, as Exchange)
 EXPIRY_WARNING = dt.timedelta(days=30)
+# What a server or client certificate (not a CA) may be used for (RFC 5280 4.2.1.3).
+END_ENTITY_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    key_encipherment=True,
+    content_commitment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,20 +83,7 @@ def generate_self_signed(
         .not_valid_after(now + dt.timedelta(days=SELF_SIGNED_DAYS))
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=True,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(END_ENTITY_KEY_USAGE, critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -327,20 +326,7 @@ def issue_client_certificate(
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=True,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(END_ENTITY_KEY_USAGE, critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(loaded.public_key()),
