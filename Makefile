@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check pytest system-deps bench bench-store bench-smtp bench-imap bench-pop3 bench-eas bench-queue clean
+.PHONY: run test check pytest system-deps dovecot bench bench-store bench-smtp bench-imap bench-pop3 bench-eas bench-queue clean
 
 # A venv with the project installed in editable mode and the test tools.
 # Debian's python3 has no ensurepip until python3-venv is installed: do that when root.
@@ -38,13 +38,35 @@ pytest: $(STAMP) system-deps
 
 test: check pytest
 
-bench: bench-store bench-smtp
+bench: bench-store bench-smtp bench-queue bench-imap bench-pop3 bench-eas
 
 bench-store: $(STAMP)
 	$(BIN)/python -m bench.store
 
+# smtp-source comes with Postfix; only the tool is used (and Postfix itself, side by side,
+# on a private port when it is not configured for anything else).
 bench-smtp: $(STAMP) system-deps
+	@command -v smtp-source >/dev/null || { [ "$$(id -u)" = 0 ] && \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null; } || true
 	$(BIN)/python -m bench.smtp
+
+bench-queue: $(STAMP)
+	$(BIN)/python -m bench.queue
+
+bench-imap: $(STAMP) system-deps dovecot
+	$(BIN)/python -m bench.imap
+
+bench-pop3: $(STAMP) system-deps dovecot
+	$(BIN)/python -m bench.pop3
+
+bench-eas: $(STAMP)
+	$(BIN)/python -m bench.eas
+
+# Dovecot, for side-by-side figures only: its packages' own service is not started here.
+dovecot:
+	@command -v dovecot >/dev/null || { [ "$$(id -u)" = 0 ] && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd dovecot-pop3d >/dev/null; } || true
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
