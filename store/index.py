@@ -1235,10 +1235,20 @@ class FolderIndex:
         os.write(self._cache_fd, b"".join(chunks))
         return offsets
 
-    def _cache_read_raw(self, uid: int, offset: int) -> dict[str, Any] | None:
+    def _cache_read_raw(
+        self, uid: int, offset: int, mapped: mmap.mmap | None = None
+    ) -> dict[str, Any] | None:
+        """The metadata record at `offset`; from `mapped` (the cache file mapped once for a
+        batch of reads: no system call per record) when it reaches that far."""
         if offset < 0 or self._cache_fd is None:
             return None
         try:
+            if mapped is not None and offset + HEADER.size <= len(mapped):
+                _, length, _ = HEADER.unpack_from(mapped, offset)
+                end = offset + HEADER.size + min(length, 1 << 26)
+                if end <= len(mapped):
+                    record = decode_one(mapped[offset:end])
+                    return _metadata_of(record, uid)
             head = os.pread(self._cache_fd, HEADER.size, offset)
             if len(head) < HEADER.size:
                 return None
@@ -1247,10 +1257,21 @@ class FolderIndex:
             record = decode_one(data)
         except (OSError, RecordError, struct.error):
             return None
-        if not isinstance(record, dict) or record.get("uid") != uid:
-            return None
-        metadata = record.get("m")
-        return metadata if isinstance(metadata, dict) else None
+        return _metadata_of(record, uid)
+
+    @contextlib.contextmanager
+    def _cache_mapped(self) -> Iterator[mmap.mmap | None]:
+        """The cache file mapped read-only, for many reads in a row (None: read per record)."""
+        mapped = None
+        if self._cache_fd is not None:
+            with contextlib.suppress(OSError, ValueError):
+                if os.fstat(self._cache_fd).st_size > 0:
+                    mapped = mmap.mmap(self._cache_fd, 0, access=mmap.ACCESS_READ)
+        try:
+            yield mapped
+        finally:
+            if mapped is not None:
+                mapped.close()
 
     # --- operations -----------------------------------------------------------------------
 
@@ -1670,12 +1691,12 @@ class FolderIndex:
     ) -> dict[int, _T]:
         out: dict[int, _T] = {}
         repaired: list[tuple[int, dict[str, Any]]] = []
-        with self.locked() as state:
+        with self.locked() as state, self._cache_mapped() as mapped:
             for uid in uids:
                 pos = state.find(uid)
                 if pos is None:
                     continue
-                record = self._cache_read_raw(uid, state.cache[pos])
+                record = self._cache_read_raw(uid, state.cache[pos], mapped)
                 value: _T | None = None
                 if record is not None:
                     try:
@@ -1704,6 +1725,13 @@ class FolderIndex:
     def uid_exists(self, uid: int) -> bool:
         with self.locked() as state:
             return state.find(uid) is not None
+
+
+def _metadata_of(record: object, uid: int) -> dict[str, Any] | None:
+    if not isinstance(record, dict) or record.get("uid") != uid:
+        return None
+    metadata = record.get("m")
+    return metadata if isinstance(metadata, dict) else None
 
 
 def _parse_file(path: Path) -> dict[str, Any]:
