@@ -272,6 +272,8 @@ class Service:
     # --- running ----------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if swept := self.hub.sweep_spool():
+            log.info("removed %d unfinished file(s) a stop left in the spool", swept)
         await self._bind()
         try:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

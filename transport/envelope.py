@@ -140,7 +140,17 @@ def check_envelope_text(value: str, what: str, limit: int) -> str:
 def _check_address(value: str, what: str) -> str:
     check_envelope_text(value, what, MAX_ADDRESS)
     local, at, domain = value.rpartition("@")
-    if not at or not local or not domain or " " in value or "<" in value or ">" in value:
+    # RFC 5321 4.1.2: a Quoted-string local part may hold spaces; nothing else may.
+    quoted = len(local) >= 2 and local.startswith('"') and local.endswith('"')
+    if (
+        not at
+        or not local
+        or not domain
+        or (" " in local and not quoted)
+        or " " in domain
+        or "<" in value
+        or ">" in value
+    ):
         raise InvalidEnvelope(f"{what} is not an address: {value!r}")
     return value
 

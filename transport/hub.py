@@ -30,6 +30,7 @@ from typing import Protocol
 from store.errors import QuotaExceeded, TemporaryFailure
 from store.model import DeliveryResult
 from store.store import Store
+from transport.envelope import InvalidEnvelope, RecipientSpec
 
 log = logging.getLogger("mailhost.hub")
 
@@ -212,6 +213,16 @@ class Hub:
             return Route(Verdict.NO_ROUTE, reason=f"no send connector covers {domain}")
         return Route(Verdict.REMOTE)
 
+    @staticmethod
+    def queueable(address: str) -> bool:
+        """Whether the outbound queue can hold `address` (as sent, quoting kept); a remote
+        recipient it could not is refused at RCPT rather than after DATA."""
+        try:
+            RecipientSpec(address)
+        except InvalidEnvelope:
+            return False
+        return True
+
     def sender_allowed(self, owner: str, sender: str | None) -> bool:
         """An authenticated user may send only as one of their own addresses."""
         if sender is None:
@@ -234,31 +245,57 @@ class Hub:
         recipient. Blocking: run it in a worker thread. Returns once each local copy is
         fsynced in its mailbox and each remote one is durably queued.
 
-        When some local copies land and others fail for now (a full disk, a lock), the
-        failed ones are queued as local retries, so the caller may still acknowledge:
-        every copy is then durable somewhere. The queue retries them and bounces with a
-        DSN when its lifetime ends."""
+        Every recipient ends in the report: delivered, queued, or failed (temporary,
+        quota, permanent). Once any copy has landed the message will be acknowledged, so
+        every copy that failed is handed to the queue too: local ones as local retries
+        (retried, and bounced with a DSN if they still fail when the queue gives up;
+        unknown users bounce at once), remote ones as ordinary queue entries. Only what
+        even the queue cannot take stays failed, and the caller must then not
+        acknowledge (a duplicate is better than a loss)."""
         info = info or MessageInfo()
         report = DeliveryReport(message_id or new_message_id())
         local = [r for r in recipients if r.route.verdict is Verdict.LOCAL and r.route.local]
         remote = [r for r in recipients if r.route.verdict is Verdict.REMOTE]
+        for r in recipients:
+            # A route can change between RCPT and the end of DATA (an address removed, a
+            # connector deleted): such a recipient is a failure, never a silent drop.
+            if r in local or r in remote:
+                continue
+            reason = r.route.reason or r.route.verdict.value
+            if r.route.verdict is Verdict.OVER_QUOTA:
+                report.quota[r.address] = reason
+            elif r.route.verdict is Verdict.NO_ROUTE:
+                report.temporary[r.address] = reason
+            else:
+                report.permanent[r.address] = reason
+        # RFC 5321 4.4: the delivering MTA adds Return-Path with the envelope sender.
+        return_path = b"Return-Path: <" + (sender or "").encode("utf-8") + b">\r\n"
+        if remote:
+            self._queue(report, prefix, message, sender, remote, info, local=False)
         if local:
-            # RFC 5321 4.4: the delivering MTA adds Return-Path with the envelope sender.
-            return_path = b"Return-Path: <" + (sender or "").encode("utf-8") + b">\r\n"
             self._deliver_local(report, return_path + prefix, message, local)
-            if report.delivered and (report.temporary or report.quota):
-                retry = [
-                    r for r in local if r.address in report.temporary or r.address in report.quota
-                ]
-                self._queue(report, return_path + prefix, message, sender, retry, info, local=True)
             if report.delivered and self.after_local is not None:
                 landed = [r for r in local if r.address in report.delivered]
                 try:
                     self.after_local.after_local_delivery(message, sender=sender, recipients=landed)
                 except Exception:  # a hook never costs a delivery
                     log.exception("after-delivery hook failed for id=%s", report.message_id)
-        if remote:
-            self._queue(report, prefix, message, sender, remote, info, local=False)
+        if report.landed and report.failed:
+            failed = {**report.temporary, **report.quota, **report.permanent}
+            # A remote copy the queue refused is not offered to it again.
+            retry = [
+                r
+                for r in recipients
+                if r.address in failed and r.route.verdict is not Verdict.REMOTE
+            ]
+            retry_local = [r for r in retry if r.route.verdict is not Verdict.NO_ROUTE]
+            retry_remote = [r for r in retry if r.route.verdict is Verdict.NO_ROUTE]
+            if retry_local:
+                self._queue(
+                    report, return_path + prefix, message, sender, retry_local, info, local=True
+                )
+            if retry_remote:
+                self._queue(report, prefix, message, sender, retry_remote, info, local=False)
         return report
 
     def _deliver_local(
@@ -299,9 +336,22 @@ class Hub:
             with os.fdopen(fd, "wb", closefd=False) as out, message.open("rb") as src:
                 out.write(prefix)
                 shutil.copyfileobj(src, out, 1024 * 1024)
+        except BaseException:
+            path.unlink(missing_ok=True)  # a half-written copy (a full disk) is not kept
+            raise
         finally:
             os.close(fd)
         return path
+
+    def sweep_spool(self) -> int:
+        """Remove what a crash left in the spool (messages being received or staged);
+        called at start-up, before any session can be writing there."""
+        removed = 0
+        for entry in os.scandir(self.spool_dir):
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed += 1
+        return removed
 
     @staticmethod
     def _record(report: DeliveryReport, result: DeliveryResult, addresses: list[str]) -> None:
@@ -346,7 +396,7 @@ class Hub:
             return
         except ValueError as exc:
             for recipient in recipients:
-                report.permanent[recipient.address] = str(exc)
+                report.permanent.setdefault(recipient.address, str(exc))
             return
         finally:
             if staged is not None:
@@ -354,6 +404,7 @@ class Hub:
         for recipient in recipients:
             report.temporary.pop(recipient.address, None)
             report.quota.pop(recipient.address, None)
+            report.permanent.pop(recipient.address, None)
         report.queued.extend(r.address for r in recipients)
         what = "local retry" if local else "remote"
         log.info(

@@ -364,11 +364,13 @@ class Submitter:
                 address,
                 reason,
             )
-        if report.landed:
-            # Some copies are durable: a retry would duplicate them. The failed ones are
-            # logged (todo(issue 5): hand them to the queue for retry and DSN).
+        if not report.failed:
+            # Every copy is in a mailbox or the queue; copies that failed while others
+            # landed were handed to the queue by the hub (retried, or bounced with a DSN).
             return SubmissionResult(Outcome.SENT, "", prepared, report)
-        if report.temporary or report.quota:
+        if report.landed or report.temporary or report.quota:
+            # Some copies could not even be queued: the phone sends again (its ClientId is
+            # not remembered for a failure), and a duplicate is better than a loss.
             return SubmissionResult(
                 Outcome.TEMPORARY, "delivery failed; try again", prepared, report
             )

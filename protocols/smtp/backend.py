@@ -2,14 +2,15 @@
 
 Multi-recipient replies: SMTP has one reply for DATA (LMTP's per-recipient replies are
 not available), so the rule is
-- every copy durable, in a local mailbox or the outbound queue: `250`;
-- some local copies landed and others failed for now (a full mailbox, a disk error):
-  the hub queues the failed ones as local retries (the queue retries them and bounces
-  with a DSN when its lifetime ends), so every copy is durable and the reply is `250`;
-- every copy failed: the worst class wins (`452 4.2.2` if a mailbox was full, `451`
-  otherwise, `554` if all failed for good), and the client keeps the message;
-- copies landed, others could not be queued either: `451`, and the client sends again
-  (a duplicate copy is better than a lost one, RFC 5321 6.1).
+- every copy durable, in a local mailbox or the outbound queue: `250`. When some copies
+  land and others fail (a full mailbox, a disk error, an address removed since RCPT), the
+  hub hands the failed ones to the queue, which retries them and bounces with a DSN when
+  they cannot be delivered: every copy is then accounted for and the reply is `250`;
+- nothing landed: the worst class wins (`451` for a temporary failure, `452 4.2.2` when
+  only mailboxes were full, `554` when every copy failed for good), and the client keeps
+  the message;
+- copies landed, but others could not be queued either: `451`, and the client sends
+  again (a duplicate copy is better than a lost one, RFC 5321 6.1).
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ class HubBackend:
             route = self._route(session, recipient)
         else:
             route = await trio.to_thread.run_sync(self._route, session, recipient)
+        if route.verdict is Verdict.REMOTE and not self.hub.queueable(str(recipient)):
+            return Reply(553, "5.1.3", "Recipient address cannot be relayed")
         if route.accepted:
             return None
         code, enhanced, text = RCPT_REPLIES[route.verdict]
@@ -178,12 +181,17 @@ class HubBackend:
         return self._reply(envelope, message, report)
 
     def _routed(self, envelope: Envelope, rcpt: EnvelopeRecipient) -> RoutedRecipient:
-        address = _address_key(rcpt.address)
-        route = self.hub.route(address, authenticated=envelope.auth_user is not None)
+        route = self.hub.route(
+            _address_key(rcpt.address), authenticated=envelope.auth_user is not None
+        )
         notify = tuple(sorted(n.value for n in rcpt.params.notify)) if rcpt.params.notify else ()
         orcpt = rcpt.params.orcpt
+        # The queue gets the address as it goes on the wire (a quoted local part kept).
         return RoutedRecipient(
-            address, route, notify, f"{orcpt.addr_type};{orcpt.address}" if orcpt else None
+            str(rcpt.address),
+            route,
+            notify,
+            f"{orcpt.addr_type};{orcpt.address}" if orcpt else None,
         )
 
     def _trace(self, envelope: Envelope, message_id: str, header: bytes) -> bytes:
@@ -218,11 +226,9 @@ class HubBackend:
                 envelope.auth_user or "-",
             )
         if not report.failed:
+            # Every copy is in a mailbox or in the queue (failed local copies included,
+            # which the queue retries or bounces with a DSN).
             return Reply(250, "2.0.0", f"Ok: queued as {report.message_id}")
-        if report.landed and not report.temporary and not report.quota:
-            # Some failed for good: they were refused after DATA, which SMTP cannot say
-            # per recipient; the hub's queue bounces them... but we never queued them.
-            return Reply(554, "5.3.0", "Some recipients refused the message")
         if report.landed:
             # Copies landed and the rest could not even be queued: the client retries the
             # whole message (a duplicate is better than a loss, RFC 5321 6.1).

@@ -195,3 +195,64 @@ def test_connector_cli_round_trip_and_bad_input(instance: Instance) -> None:
         assert result.returncode == 1 and message in result.stderr, (args, result.stderr)
     instance.cli("connector", "remove", "Partners")
     assert json.loads(instance.cli("connector", "list", "--json").stdout) == []
+
+
+def test_a_full_mailbox_next_to_a_remote_recipient_is_queued_not_dropped(
+    instance: Instance, sink: Sink
+) -> None:
+    """Every copy is accounted for: the remote one goes out, the local one that did not fit
+    waits in the queue as a local retry, and the client gets 250 (no resend, no duplicate)."""
+    instance.add_user("full@example.test")
+    instance.cli("user", "set", "full@example.test", "--quota", "1K")
+    instance.cli("connector", "add", "Internet", "--address-space", "*", "--smart-host",
+                 f"127.0.0.1:{sink.port}", "--tls", "disabled")  # fmt: skip
+    with instance.start() as server:
+        context = instance.client_context(check_hostname=False)
+        with smtplib.SMTP_SSL(
+            *server.address("submissions"), context=context, timeout=10
+        ) as client:
+            client.login("demo@example.test", instance.password)
+            # No SIZE declared: with it the full mailbox is refused at RCPT (452) instead.
+            client.mail("demo@example.test")
+            assert client.rcpt("full@example.test")[0] == 250
+            assert client.rcpt("friend@remote.example")[0] == 250
+            code, _ = client.data(b"Subject: both\r\n\r\n" + (b"x" * 70 + b"\r\n") * 40)
+            assert code == 250
+        wait_for(lambda: sink.messages, "the remote copy")
+        wait_for(lambda: "local retry" in server.log(), "the local retry to be queued")
+        entries = json.loads(instance.cli("queue", "list", "--json").stdout)
+        local = [r for e in entries for r in e["recipients"] if r["local"]]
+        assert [r["address"] for r in local] == ["full@example.test"]
+        assert local[0]["state"] in ("pending", "deferred")
+    assert instance.inbox("full@example.test") == []
+
+
+def test_a_recipient_removed_between_rcpt_and_data_is_bounced_not_dropped(
+    instance: Instance,
+) -> None:
+    """The route is taken again at the end of DATA; an address that vanished meanwhile
+    gets a DSN to the sender instead of disappearing behind a 250."""
+    instance.add_user("leaving@example.test")
+    with instance.start() as server:
+        context = instance.client_context(check_hostname=False)
+        with smtplib.SMTP_SSL(
+            *server.address("submissions"), context=context, timeout=10
+        ) as client:
+            client.login("demo@example.test", instance.password)
+            client.mail("demo@example.test")
+            assert client.rcpt("leaving@example.test")[0] == 250
+            assert client.rcpt("demo@example.test")[0] == 250
+            instance.cli("user", "remove", "leaving@example.test")
+            code, _ = client.data(b"Subject: goodbye\r\n\r\nbye\r\n")
+            assert code == 250
+        wait_for(
+            lambda: any(
+                m.get_content_type() == "multipart/report"
+                for m in instance.inbox("demo@example.test")
+            ),
+            "the DSN for the removed recipient",
+        )
+    messages = instance.inbox("demo@example.test")
+    assert "goodbye" in [m["Subject"] for m in messages]
+    dsn = next(m for m in messages if m.get_content_type() == "multipart/report")
+    assert "leaving@example.test" in dsn.as_string()
