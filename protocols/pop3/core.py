@@ -163,7 +163,8 @@ class ProtocolError(ValueError):
 
 
 def _number(text: str, what: str) -> int:
-    if not text.isdigit() or len(text) > 10:
+    # ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses.
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
         raise ProtocolError(f"{what} must be a number")
     value = int(text)
     if value > MAX_MESSAGE_NUMBER:

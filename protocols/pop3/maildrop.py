@@ -29,6 +29,20 @@ class StoreMaildrop:
     def messages(self) -> Listing:
         return Listing(self._snapshot.uids, self._snapshot.sizes)
 
+    def read_cached(self, uid: int) -> bytes | None:
+        """The message when its path is already known (no store lock taken: safe on the
+        event loop for a small file); None when the store must be asked (use `read`)."""
+        path = self._paths.get(uid)
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        del self._paths[uid]
+        return data
+
     def read(self, uid: int) -> bytes | None:
         path = self._paths.pop(uid, None)
         if path is None:

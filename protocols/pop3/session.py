@@ -20,6 +20,7 @@ from protocols.auth import Account, LoginOutcome, PasswordChecker, SaslError, de
 from protocols.connection import ConnectionInfo, is_loopback
 from protocols.pop3 import core
 from protocols.pop3.core import RespCode, err, ok
+from store.errors import StoreError
 
 # RFC 1939 3: the autologout timer must be at least 10 minutes once logged in.
 IDLE_TIMEOUT: Final = 600.0
@@ -65,6 +66,11 @@ class Maildrop(Protocol):
 
     def read(self, uid: int) -> bytes | None:
         """The message, or None when it is gone (expunged by another session)."""
+        ...
+
+    def read_cached(self, uid: int) -> bytes | None:
+        """The message if it can be read without waiting for the store (no lock), else
+        None (then `read` in a worker thread)."""
         ...
 
     def delete(self, uids: Sequence[int]) -> None:
@@ -303,7 +309,7 @@ class Pop3Session:
             self.listing = await trio.to_thread.run_sync(self.drop.messages)
             self.total_size = sum(self.listing.sizes)
             self.uidvalidity = self.drop.uidvalidity
-        except OSError as exc:
+        except (OSError, StoreError) as exc:
             log.error("pop3: cannot open the mailbox of %s: %s", account.address, exc)
             self.locks.release(account.mailbox_id)
             self.account = None
@@ -381,10 +387,14 @@ class Pop3Session:
             await self._send(found)
             return
         assert self.drop is not None
-        if found.size <= INLINE_READ_LIMIT:
-            data = self.drop.read(found.uid)  # a few KB from the page cache: not worth a thread
-        else:
-            data = await trio.to_thread.run_sync(self.drop.read, found.uid)
+        data = self.drop.read_cached(found.uid) if found.size <= INLINE_READ_LIMIT else None
+        if data is None:
+            try:
+                data = await trio.to_thread.run_sync(self.drop.read, found.uid)
+            except StoreError as exc:
+                log.error("pop3: reading message %d failed: %s", msg, exc)
+                await self._send(err("mailbox unavailable; try again later", RespCode.SYS_TEMP))
+                return
         if data is None:
             await self._send(err(f"message {msg} was removed by another session"))
             return
@@ -399,7 +409,7 @@ class Pop3Session:
         if uids:
             try:
                 await trio.to_thread.run_sync(self.drop.delete, uids)
-            except OSError as exc:
+            except (OSError, StoreError) as exc:
                 log.error("pop3: removing %d messages failed: %s", len(uids), exc)
                 await self._send(err("some deleted messages not removed", RespCode.SYS_TEMP))
                 return False

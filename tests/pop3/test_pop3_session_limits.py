@@ -13,6 +13,7 @@ from protocols.auth import Account, Login, LoginOutcome
 from protocols.connection import ConnectionInfo, Drain
 from protocols.pop3 import session as pop3
 from protocols.pop3.session import Listing, MaildropLocks, Pop3Settings
+from store.errors import TemporaryFailure
 
 ACCOUNT = Account(1, "demo@example.test", "box1", "Demo", ("demo@example.test",))
 
@@ -27,6 +28,7 @@ class Checker:
 class Drop:
     def __init__(self) -> None:
         self.deleted: list[int] = []
+        self.fail_delete = False
 
     @property
     def uidvalidity(self) -> int:
@@ -38,7 +40,12 @@ class Drop:
     def read(self, uid: int) -> bytes | None:
         return b"Subject: m\r\n\r\nbody\r\n"
 
+    def read_cached(self, uid: int) -> bytes | None:
+        return None
+
     def delete(self, uids: Sequence[int]) -> None:
+        if self.fail_delete:
+            raise TemporaryFailure("I/O error: the disk went away")
         self.deleted.extend(uids)
 
 
@@ -64,12 +71,13 @@ def _info(drain: Drain) -> ConnectionInfo:
 
 
 async def _run(
-    script: list[bytes], *, drain: Drain | None = None, wait: float = 0.0
+    script: list[bytes], *, drain: Drain | None = None, wait: float = 0.0, fail_delete: bool = False
 ) -> tuple[bytes, Drop, float]:
     """Run a session; send the script, optionally wait, return what came back."""
     client, server = trio.testing.memory_stream_pair()
     drain = drain or Drain()
     opener = Opener()
+    opener.drop.fail_delete = fail_delete
     settings = Pop3Settings(hostname="mail.example.test", plaintext_on_loopback=True)
     received = bytearray()
     started = trio.current_time()
@@ -134,3 +142,24 @@ async def test_quit_after_dele_removes_the_marked_messages(
     )
     assert out.rstrip().endswith(b"signing off")
     assert drop.deleted == [2]
+
+
+async def test_a_store_failure_at_quit_is_an_err_reply_not_a_dropped_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    out, drop, _ = await _run(
+        [b"USER demo@example.test\r\n", b"PASS pw\r\n", b"DELE 1\r\n", b"QUIT\r\n"],
+        fail_delete=True,
+    )
+    assert out.rstrip().endswith(b"-ERR [SYS/TEMP] some deleted messages not removed")
+    assert drop.deleted == []
+
+
+async def test_unicode_digits_are_not_numbers(autojump_clock: trio.testing.MockClock) -> None:
+    out, _, _ = await _run(
+        [b"LIST \xc2\xb9\r\n", b"USER demo@example.test\r\n", b"PASS pw\r\n",
+         "RETR \u00b2\r\n".encode(), b"QUIT\r\n"]
+    )  # fmt: skip
+    assert out.count(b"-ERR") == 2  # LIST before login and RETR with a superscript
+    assert b"must be a number" in out
+    assert out.rstrip().endswith(b"signing off")
