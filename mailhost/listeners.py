@@ -80,6 +80,16 @@ class Sessions:
         self._max_per_peer = max_per_peer
         self.drain = drain
         self._per_peer: Counter[tuple[str, str]] = Counter()
+        self._streams: set[trio.SocketStream] = set()
+
+    def abort_all(self) -> int:
+        """Close every session's socket now (the grace period is over): a task blocked in
+        a send or receive, even inside a shielded scope, sees the connection closed."""
+        streams, self._streams = list(self._streams), set()
+        for stream in streams:
+            trio.lowlevel.notify_closing(stream.socket)
+            stream.socket.close()
+        return len(streams)
 
     @property
     def open(self) -> int:
@@ -115,6 +125,10 @@ class Sessions:
         local = (str(local_raw[0]), int(local_raw[1]))
         key = (listener.name, peer[0])
         self._per_peer[key] += 1
+        # Counted at accept: a TLS handshake that finishes late must not push an earlier
+        # connection over the limit in place of the newer one.
+        from_peer = self._per_peer[key]
+        self._streams.add(stream)
         session: trio.abc.Stream = stream
         try:
             if listener.tls == "implicit":
@@ -136,7 +150,7 @@ class Sessions:
                 tls=listener.tls == "implicit",
                 tls_context=mail_context,
                 drain=self.drain,
-                sessions_from_peer=self._per_peer[key],
+                sessions_from_peer=from_peer,
                 max_sessions_per_peer=self._max_per_peer(),
             )
             await listener.handler(session, info)
@@ -145,6 +159,7 @@ class Sessions:
         except Exception:
             log.exception("%s: session from %s failed", listener.name, peer[0])
         finally:
+            self._streams.discard(stream)
             self._per_peer[key] -= 1
             if self._per_peer[key] <= 0:
                 del self._per_peer[key]

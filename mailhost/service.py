@@ -124,6 +124,7 @@ class Service:
         self._settings_for: configuration.Config | None = None
         self._eas_settings: ActiveSyncSettings | None = None
         self._stop = trio.Event()
+        self._root: trio.Nursery | None = None
         self._drain = Drain()
         self._cut = trio.CancelScope()
         self._http_servers: list[web.HttpServer] = []
@@ -278,6 +279,7 @@ class Service:
         try:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async with trio.open_nursery() as root:
+                    self._root = root
                     root.start_soon(self._signals, signals)
                     await self._serve(task_status)
                     root.cancel_scope.cancel()
@@ -338,7 +340,12 @@ class Service:
                 self._drain.start()
                 for server in self._http_servers:
                     await server.drain()
-                sessions.cancel_scope.deadline = trio.current_time() + grace
+                deadline = trio.current_time() + grace
+                sessions.cancel_scope.deadline = deadline
+                # A session stuck in a shielded send (HTTP) ignores the deadline: at the
+                # deadline every socket still open is closed under it.
+                assert self._root is not None
+                self._root.start_soon(self._abort_at, deadline)
 
     async def _signals(self, signals: AsyncIterator[int]) -> None:
         async for signum in signals:
@@ -352,6 +359,12 @@ class Service:
                     "received %s again: closing open sessions now", signal.Signals(signum).name
                 )
                 self._cut.cancel()
+                self.sessions.abort_all()
+
+    async def _abort_at(self, deadline: float) -> None:
+        await trio.sleep_until(deadline)
+        if cut := self.sessions.abort_all():
+            log.info("grace period over: closed %d session(s)", cut)
 
     def reload(self) -> None:
         sdnotify.reloading()

@@ -31,6 +31,9 @@ MAX_REQUEST_HEAD = 16 * 1024  # request line + headers, HTTP/1.1 (h11's default,
 MAX_H2_HEADER_LIST = 64 * 1024
 MAX_H2_STREAMS = 100
 KEEP_ALIVE_SECONDS = 120.0  # phones reuse the connection between Pings
+# A response a client stops reading is abandoned after this long. hypercorn sends inside
+# a shielded scope with no deadline, so the limit is put on the stream itself.
+SEND_TIMEOUT = 60.0
 
 log = logging.getLogger("mailhost.http")
 
@@ -54,18 +57,52 @@ class HttpServer:
         self.secure = secure
 
     async def serve(self, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
+        if info.over_peer_limit:
+            # No response: an HTTP/2 client may not even read HTTP/1.1; closing says enough.
+            log.info("refused a connection from %s: too many from that address", info.peer[0])
+            return
         if info.drain.started:
             await self._context.terminated.set()
         app = self._app
         certificate = peer_certificate_pem(stream)
         if certificate is not None:
             app = ASGIWrapper(cast(Any, with_client_certificate(self._raw_app, certificate)))
-        server = TCPServer(app, self._config, self._context, {}, stream)  # type: ignore[arg-type]
+        timed = _SendTimeout(stream, SEND_TIMEOUT)
+        server = TCPServer(app, self._config, self._context, {}, timed)  # type: ignore[arg-type]
         await server.run()
 
     async def drain(self) -> None:
         """Keep-alive connections close after their current request."""
         await self._context.terminated.set()
+
+
+class _SendTimeout(trio.abc.Stream):
+    """`stream` whose sends give up after `timeout` seconds: the connection is closed and
+    the sender sees it broken. Everything else (the TLS details hypercorn reads) is the
+    wrapped stream's."""
+
+    def __init__(self, stream: trio.abc.Stream, timeout: float) -> None:
+        self._stream = stream
+        self._timeout = timeout
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        with trio.move_on_after(self._timeout) as scope:
+            await self._stream.send_all(data)
+        if scope.cancelled_caught:
+            await trio.aclose_forcefully(self._stream)
+            raise trio.BrokenResourceError("the client stopped reading the response")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self._stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 def peer_certificate_pem(stream: trio.abc.Stream) -> str | None:

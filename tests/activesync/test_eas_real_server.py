@@ -4,12 +4,21 @@ listener of `mailhost serve`, against the real directory and device registry."""
 from __future__ import annotations
 
 import json
+import smtplib
+import socket
+import time
 
 import pytest
-from eas_client import EasClient, user_information
+from eas_client import (
+    EasClient,
+    body_preference,
+    folder_list,
+    folder_sync,
+    user_information,
+)
 from harness import Instance, Server
 
-from protocols.activesync.wbxml import E
+from protocols.activesync.wbxml import E, encode
 
 
 def _client(server: Server, instance: Instance, version: str = "16.1") -> EasClient:
@@ -103,3 +112,47 @@ def test_autodiscover_json_and_autoconfig_on_the_real_server(
         assert f"<port>{server.port('imaps')}</port>" in config.body.decode()
     finally:
         client.close()
+
+
+def test_sigterm_closes_a_response_the_phone_stopped_reading(instance: Instance) -> None:
+    """A phone that stops reading a large ItemOperations response must not hold the
+    shutdown past the grace period: at the deadline its connection is closed under the
+    blocked send."""
+    instance.set_config("service", "shutdown_grace", "2.0")
+    with instance.start() as server:
+        body = ("x" * 998 + "\r\n") * 4000  # ~4 MB, more than the socket buffers hold
+        with smtplib.SMTP(*server.address("smtp"), timeout=30) as smtp:
+            smtp.sendmail("sender@remote.test", ["demo@example.test"], (
+                "From: sender@remote.test\r\nTo: demo@example.test\r\nSubject: big\r\n\r\n"
+                + body).encode())  # fmt: skip
+        client = _client(server, instance)
+        try:
+            client.provision()
+            folders = folder_list(client.command("FolderSync", folder_sync()))
+            inbox = folders.by_type[2]
+        finally:
+            client.close()
+        fetch = E("ItemOperations:Fetch", E("ItemOperations:Store", "Mailbox"),
+                  E("AirSync:CollectionId", inbox), E("AirSync:ServerId", f"{inbox}:1"),
+                  E("ItemOperations:Options", body_preference(4)))  # fmt: skip
+        payload = encode(E("ItemOperations:ItemOperations", [fetch] * 3))
+        head = (
+            f"POST {client.target('ItemOperations')} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: {client.authorization()}\r\nMS-ASProtocolVersion: 16.1\r\n"
+            f"X-MS-PolicyKey: {client.policy_key}\r\n"
+            f"Content-Type: application/vnd.ms-sync.wbxml\r\nContent-Length: {len(payload)}\r\n\r\n"
+        )
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(10)
+        raw.connect(server.address("https"))
+        with instance.client_context(check_hostname=False).wrap_socket(raw) as stalled:
+            stalled.sendall(head.encode() + payload)
+            assert stalled.recv(1).startswith(b"H")  # the response has started; stop reading
+            time.sleep(1.0)
+            started = time.monotonic()
+            code = server.terminate(timeout=20)
+            elapsed = time.monotonic() - started
+        assert code == 0, server.log()
+        assert elapsed < 2.0 + 3.0, server.log()
+        assert "closed 1 session" in server.log()

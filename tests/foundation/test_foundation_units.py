@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -211,3 +213,17 @@ def test_self_signed_certificate_names_and_lifetime(tmp_path: Path) -> None:
     assert info.names == tuple(names)
     assert (info.not_after - info.not_before).days <= 366
     assert (tmp_path / "k.pem").stat().st_mode & 0o777 == 0o600
+
+
+async def test_an_http_send_the_client_never_reads_gives_up_and_closes() -> None:
+    from protocols import web
+
+    ours, theirs = trio.testing.lockstep_stream_pair()  # a send waits for a matching read
+    timed = web._SendTimeout(ours, 0.2)
+    started = trio.current_time()
+    with pytest.raises(trio.BrokenResourceError):
+        await timed.send_all(b"a response nobody reads")
+    assert 0.2 <= trio.current_time() - started < 2.0
+    with pytest.raises(trio.ClosedResourceError):  # the connection was closed under it
+        await ours.send_all(b"more")
+    await theirs.aclose()

@@ -227,3 +227,35 @@ def test_status_reports_the_running_server(server: Server, instance: Instance) -
     server.terminate()
     stopped = instance.cli("status", check=False)
     assert stopped.returncode == 3 and "not running" in stopped.stdout
+
+
+def test_connections_over_the_per_address_limit_are_refused(instance: Instance) -> None:
+    instance.set_config("service", "max_connections_per_address", "2")
+    context = instance.client_context(check_hostname=False)
+    with instance.start() as server:
+        for name, greeting, refusal in [
+            ("imap", b"* OK ", b"* BYE "),
+            ("pop3", b"+OK ", b"-ERR "),
+            ("https", None, b""),  # HTTP has no greeting: the extra connection is closed
+        ]:
+            held = []
+            try:
+                for _ in range(2):
+                    sock = socket.create_connection(server.address(name), timeout=5)
+                    if name == "https":
+                        sock = context.wrap_socket(sock)
+                    held.append(sock)
+                    if greeting is not None:
+                        assert _read_line(sock).startswith(greeting), name
+                extra = socket.create_connection(server.address(name), timeout=5)
+                if name == "https":
+                    extra = context.wrap_socket(extra)
+                held.append(extra)
+                assert _read_line(extra).startswith(refusal), name
+                assert extra.recv(1) == b"", name  # and the connection is closed
+                if name == "https":  # the two within the limit are still served
+                    held[0].sendall(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+                    assert _read_line(held[0]).startswith(b"HTTP/1.1 "), name
+            finally:
+                for sock in held:
+                    sock.close()
