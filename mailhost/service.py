@@ -162,6 +162,7 @@ class Service:
                         max_message_size=self.config.smtp.max_message_size,
                     ),
                     accepted_domain=lambda domain: self.directory.domain(domain) is not None,
+                    drain=self._drain,
                 )
             server = web.HttpServer(app, secure=name == "https")
             self._http_servers.append(server)

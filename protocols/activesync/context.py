@@ -39,6 +39,9 @@ MAX_HEARTBEAT: Final = 3540  # MS-ASCMD 2.2.3.79.1: at most 59 minutes
 DEFAULT_MAX_REQUEST_BODY: Final = 36 * 1024 * 1024
 # Requests being worked on at once (a long poll that waits gives its slot back).
 DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 256
+# Request bodies are read before a request takes a slot; all of them together may hold
+# this many maximum-size bodies in memory (8 x 36 MB), past which a body gets 503.
+DEFAULT_BODIES_IN_MEMORY: Final = 8
 DEFAULT_RETRY_AFTER: Final = 30  # seconds, for 503 (MS-ASHTTP 3.1.5.2)
 # Exchange 2010 SP1's default MaxDevicePartnerships-like cap; status 177 past it.
 DEFAULT_MAX_DEVICES_PER_USER: Final = 100
@@ -73,6 +76,9 @@ class ActiveSyncSettings:
     heartbeat_max: int = DEFAULT_HEARTBEAT_MAX
     max_request_body: int = DEFAULT_MAX_REQUEST_BODY
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
+    # Request body bytes held at once over all requests (`http.BodyMemory`); None is
+    # DEFAULT_BODIES_IN_MEMORY bodies of max_request_body.
+    max_body_memory: int | None = None
     retry_after: int = DEFAULT_RETRY_AFTER
     max_devices_per_user: int = DEFAULT_MAX_DEVICES_PER_USER
     gzip_responses: bool = True
@@ -101,6 +107,8 @@ class ActiveSyncSettings:
         for name in ("max_request_body", "max_concurrent_requests", "max_devices_per_user"):
             if getattr(self, name) < 1:
                 errors.append(f"{name}: must be at least 1")
+        if self.max_body_memory is not None and self.max_body_memory < self.max_request_body:
+            errors.append("max_body_memory: must hold at least one body of max_request_body")
         if self.retry_after < 1 or self.body_idle_timeout <= 0:
             errors.append("retry_after and body_idle_timeout must be positive")
         if self.netbios_domain is not None and not self.netbios_domain.strip():
@@ -108,6 +116,13 @@ class ActiveSyncSettings:
         if self.client_certificates not in ("ignore", "accept", "require"):
             errors.append("client_certificates: want ignore, accept or require")
         return errors
+
+    @property
+    def body_memory(self) -> int:
+        """Request body bytes all requests may hold at once."""
+        if self.max_body_memory is not None:
+            return self.max_body_memory
+        return DEFAULT_BODIES_IN_MEMORY * self.max_request_body
 
     @property
     def public_host(self) -> str:
@@ -161,6 +176,10 @@ class CommandContext:
     disconnected: trio.Event  # set when the client goes away (long polls stop waiting)
     slots: Slots
     notices: Notices | None = None  # mail to the user about their devices
+    # Set when the server starts shutting down: long polls answer at once (Ping with
+    # "no changes", Sync with Wait with an empty 200), so the client asks again and
+    # reaches the restarted server instead of holding the shutdown up.
+    draining: trio.Event | None = None
 
     @property
     def user_agent(self) -> str:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
 import trio
 
 from protocols.web import Receive, Scope, Send
+
+from .numbers import NumberError, parse_uint
 
 HSTS: Final = "max-age=63072000"  # two years (reliability-security item 46)
 # gzip request bodies (a few clients send them): the inflated body is held to the same
@@ -49,6 +51,35 @@ class BodyTimeout(Exception):
     """The body stopped arriving (408)."""
 
 
+class BodiesBusy(Exception):
+    """Request bodies already hold the memory allowed for them: 503 with Retry-After."""
+
+
+class BodyMemory:
+    """Request body bytes held in memory at once, over every request.
+
+    Bodies are read whole before a request takes an overload slot (a slow upload must not
+    hold a slot), so the slots alone do not bound them: a hundred simultaneous 36 MB
+    uploads would be 3.6 GB. Each body counts its bytes here as they arrive (and the
+    inflated copy of a gzip body), and gives them back when its request is answered; a
+    body that would go past the limit is refused with 503, which devices retry later
+    (MS-ASHTTP 3.1.5.2). Bytes, not bodies, are counted: a trickling client holds only
+    what it has really sent."""
+
+    def __init__(self, limit: Callable[[], int]) -> None:
+        self._limit = limit
+        self.held = 0
+
+    def try_take(self, size: int) -> bool:
+        if size > 0 and self.held + size > self._limit():
+            return False
+        self.held += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
     status: int
@@ -79,16 +110,53 @@ DRAIN_SECONDS: Final = 5.0
 # A body that stops arriving for this long is given up (408, RFC 9110 15.5.9): a client
 # trickling bytes must not hold a request open for ever.
 BODY_IDLE_TIMEOUT: Final = 60.0
+# A Content-Length of more digits than this is past any limit (2**64 has 20 digits).
+CONTENT_LENGTH_DIGITS: Final = 20
+
+
+def declared_length(headers: Mapping[str, str]) -> int | None:
+    """Content-Length as a number (RFC 9110 8.6: 1*DIGIT); None when absent or not one
+    (the HTTP layer has refused such a request already; the body is read to its end)."""
+    declared = headers.get("content-length")
+    if declared is None:
+        return None
+    try:
+        return parse_uint(declared, max_digits=CONTENT_LENGTH_DIGITS, what="Content-Length")
+    except NumberError:
+        return None
 
 
 class RequestBody:
     """The ASGI request body, read once, bounded, and drained if left unread."""
 
-    def __init__(self, receive: Receive, *, idle_timeout: float = BODY_IDLE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        receive: Receive,
+        *,
+        idle_timeout: float = BODY_IDLE_TIMEOUT,
+        memory: BodyMemory | None = None,
+    ) -> None:
         self._receive = receive
         self._idle_timeout = idle_timeout
+        self._memory = memory
+        self.held = 0  # bytes counted against `memory` for this request
         self.done = False  # the last body message has been received
         self.disconnected = False
+
+    def hold(self, size: int) -> None:
+        """Count `size` more bytes of this request against the shared body memory;
+        BodiesBusy when there is no room (nothing is counted then)."""
+        if self._memory is None:
+            return
+        if not self._memory.try_take(size):
+            raise BodiesBusy(f"request bodies hold {self._memory.held} bytes")
+        self.held += size
+
+    def release(self) -> None:
+        """Give back what this request held (once it is answered)."""
+        if self._memory is not None and self.held:
+            self._memory.give_back(self.held)
+        self.held = 0
 
     async def _next(self, *, idle: bool = True) -> bytes:
         if idle:
@@ -107,9 +175,10 @@ class RequestBody:
         return bytes(message.get("body", b""))
 
     async def read(self, headers: Mapping[str, str], limit: int) -> bytes:
-        """The whole body, refused as soon as it is known to exceed `limit`."""
-        declared = headers.get("content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        """The whole body, refused as soon as it is known to exceed `limit` (BodyTooLarge)
+        or once the bodies of all requests would hold too much memory (BodiesBusy)."""
+        declared = declared_length(headers)
+        if declared is not None and declared > limit:
             raise BodyTooLarge(f"Content-Length {declared} over {limit}")
         chunks: list[bytes] = []
         size = 0
@@ -118,13 +187,14 @@ class RequestBody:
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge(f"body over {limit} bytes")
+            self.hold(len(chunk))
             chunks.append(chunk)
         return b"".join(chunks)
 
     async def drain(self, headers: Mapping[str, str], limit: int = MAX_DRAIN) -> bool:
         """Read and discard what is left, up to `limit` bytes; True if nothing is left."""
-        declared = headers.get("content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        declared = declared_length(headers)
+        if declared is not None and declared > limit:
             return self.done
         size = 0
         with trio.move_on_after(DRAIN_SECONDS):

@@ -44,6 +44,7 @@ from store import Flag, FolderSnapshot, MessageMetadata
 from store.flags import flags_to_bits
 from store.mime import Address, BodyPart, decode_words
 
+from .numbers import NumberError, parse_uint
 from .policy import Policy
 from .request import ProtocolVersion
 from .syncstate import ItemProps, change_token
@@ -73,8 +74,16 @@ MIME_TRUNCATION: Final[dict[int, int | None]] = {
     8: None,
 }
 # Items whose tokens TokenCache keeps (about 200 bytes each: 40 MB at most), over the
-# folders being synced or pinged now, least recently used dropped first.
+# folders being synced or pinged now, least recently used dropped first. Every entry
+# counts as at least one item, so entries of empty folders are evicted too.
 TOKEN_CACHE_ITEMS: Final = 200_000
+# Entries (folder states) TokenCache keeps whatever their size: each costs a key and three
+# containers (about 1 KB empty), and a server with many idle empty folders must not grow.
+TOKEN_CACHE_ENTRIES: Final = 10_000
+# RFC 9051 2.3.1.1: a UID is a 32-bit number, at most ten digits.
+UID_DIGITS: Final = 10
+# Nesting of an IMAP part number in a FileReference (`2.1.3`); deeper is no real message.
+MAX_PART_DEPTH: Final = 100
 # Text bodies larger than this (decoded) are not read whole just to measure them: the
 # EstimatedDataSize is then estimated from the transfer-encoded size.
 MEASURE_LIMIT: Final = 1024 * 1024
@@ -213,10 +222,14 @@ def server_id(folder_id: str, uid: int) -> str:
 
 def parse_server_id(text: str) -> tuple[str, int] | None:
     """(folder id, uid) of `<folder id>:<uid>`; None for anything else."""
-    folder, sep, uid = text.strip().rpartition(":")
-    if not sep or not folder or not uid.isdigit() or len(uid) > 10:
+    folder, sep, uid_text = text.strip().rpartition(":")
+    if not sep or not folder:
         return None
-    return folder, int(uid)
+    try:
+        uid = parse_uint(uid_text, max_digits=UID_DIGITS, what="uid")
+    except NumberError:
+        return None
+    return folder, uid
 
 
 def file_reference(folder_id: str, uid: int, part: tuple[int, ...]) -> str:
@@ -227,15 +240,19 @@ def parse_file_reference(text: str) -> tuple[str, int, tuple[int, ...]] | None:
     """(folder id, uid, part) of a FileReference; clients may send it percent-encoded, as
     MS-ASCMD's own examples show it (`20%3a2%3a0`)."""
     pieces = unquote(text.strip()).split(":")
-    if len(pieces) != 3 or not pieces[0] or not pieces[1].isdigit():
+    if len(pieces) != 3 or not pieces[0]:
+        return None
+    numbers = pieces[2].split(".")
+    if len(numbers) > MAX_PART_DEPTH:
         return None
     try:
-        part = tuple(int(n) for n in pieces[2].split("."))
-    except ValueError:
+        uid = parse_uint(pieces[1], max_digits=UID_DIGITS, what="uid")
+        part = tuple(parse_uint(n, what="part number") for n in numbers)
+    except NumberError:
         return None
-    if not part or any(n < 1 for n in part) or len(part) > 100:
+    if any(n < 1 for n in part):
         return None
-    return pieces[0], int(pieces[1]), part
+    return pieces[0], uid, part
 
 
 def categories_of(keywords: Iterable[str]) -> list[str]:
@@ -255,8 +272,9 @@ class TokenCache:
     extra properties are part of the key by their checksum. Paging 10,000 items in
     windows of 100 then computes the tokens once instead of a hundred times."""
 
-    def __init__(self, items: int = TOKEN_CACHE_ITEMS) -> None:
+    def __init__(self, items: int = TOKEN_CACHE_ITEMS, entries: int = TOKEN_CACHE_ENTRIES) -> None:
         self._limit = items
+        self._max_entries = entries
         self._items = 0
         self._lock = threading.Lock()
         self._entries: OrderedDict[
@@ -273,18 +291,27 @@ class TokenCache:
     def put(
         self, key: tuple[Any, ...], entry: tuple[dict[int, int], dict[int, int], set[int]]
     ) -> None:
-        size = len(entry[2])
+        size = _weight(entry)
         if size > self._limit:
             return
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
-                self._items -= len(old[2])
+                self._items -= _weight(old)
             self._entries[key] = entry
             self._items += size
-            while self._items > self._limit:
+            while self._items > self._limit or len(self._entries) > self._max_entries:
                 _, dropped = self._entries.popitem(last=False)
-                self._items -= len(dropped[2])
+                self._items -= _weight(dropped)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+def _weight(entry: tuple[dict[int, int], dict[int, int], set[int]]) -> int:
+    """What an entry counts against TOKEN_CACHE_ITEMS: its items, and at least 1."""
+    return max(1, len(entry[2]))
 
 
 def _all_tokens(

@@ -23,6 +23,7 @@ from typing import Any, Final, Protocol
 
 from protocols.auth import Account
 
+from .numbers import parse_int
 from .wbxml import E, Element
 
 POLICY_TYPE: Final = "MS-EAS-Provisioning-WBXML"  # MS-ASPROV 2.2.2.43 (12.0 and later)
@@ -514,9 +515,11 @@ def parse_setting(name: str, text: str) -> object:
         return words[word]
     if kind == "int|None" and word in UNLIMITED_WORDS:
         return None
-    if not word.lstrip("-").isdigit() or len(word) > 9:
-        raise PolicyValueError(f"{name}: expected a whole number, got {text!r}")
-    return int(word)
+    return parse_int(word, error=lambda _: _not_a_number(name, text), what=name)
+
+
+def _not_a_number(name: str, text: str) -> PolicyValueError:
+    return PolicyValueError(f"{name}: expected a whole number, got {text!r}")
 
 
 def policy_to_record(policy: Policy) -> dict[str, Any]:

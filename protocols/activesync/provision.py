@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .devices import Device, DeviceAccess, DeviceInformation, WipeState, parse_device_information
+from .numbers import NumberError, parse_uint
 from .policy import LEGACY_POLICY_TYPE, POLICY_TYPE, Policy, provision_document
 from .request import PolicyKeyField, ProtocolVersion, parse_policy_key
 from .status import (
@@ -168,8 +169,10 @@ def parse_provision(document: Element | None) -> ProvisionRequest:
 def _int_or_none(text: str | None) -> int | None:
     if text is None:
         return None
-    text = text.strip()
-    return int(text) if text.isdigit() and len(text) <= 9 else -1
+    try:
+        return parse_uint(text, what="Status")
+    except NumberError:
+        return -1  # no status any client sends: a bad acknowledgement (Status 2)
 
 
 # --- the handshake -------------------------------------------------------------------------

@@ -64,7 +64,8 @@ def ca_file(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str
 
 @pytest.fixture
 def make_env(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> Iterator[Any]:
-    """`make_env(settings=..., registry=..., commands=..., trust=...)` -> a running EasEnv."""
+    """`make_env(settings=..., registry=..., commands=..., trust=..., drain=...)` -> a
+    running EasEnv."""
     running: list[EasEnv] = []
 
     def start(
@@ -74,6 +75,7 @@ def make_env(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> 
         commands: Any = None,
         trust: TrustStore | None = None,
         accepted_domain: Any = None,
+        drain: Any = None,
     ) -> EasEnv:
         checker = FakeChecker(
             [
@@ -100,6 +102,7 @@ def make_env(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> 
             commands=table,
             clock=clock,
             accepted_domain=accepted_domain,
+            drain=drain,
         )
         server = ServerThread(app, server_context)
         server.__enter__()

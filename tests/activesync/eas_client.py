@@ -627,7 +627,8 @@ class MailEnv:
 
 
 def start_mail_env(make_env: Any, root: Any, *, accounts: Any, settings: Any = None,
-                   recipients: Any = None, fsync: bool = False) -> MailEnv:  # fmt: skip
+                   recipients: Any = None, fsync: bool = False,
+                   drain: Any = None) -> MailEnv:  # fmt: skip
     from pathlib import Path
 
     from protocols.activesync.commands import MailServices, default_commands
@@ -647,7 +648,7 @@ def start_mail_env(make_env: Any, root: Any, *, accounts: Any, settings: Any = N
         recipients=recipients,
     )
     commands = default_commands(recipients=recipients, mail=services)
-    env = make_env(settings=settings, commands=commands)
+    env = make_env(settings=settings, commands=commands, drain=drain)
     return MailEnv(env, store, services, root)
 
 

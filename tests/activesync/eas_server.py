@@ -130,6 +130,11 @@ class ServerThread:
             trio.from_thread.run_sync(self._cancel.cancel, trio_token=self._token)
         self._thread.join(START_TIMEOUT)
 
+    def run_sync(self, fn: Callable[[], Any]) -> Any:
+        """Call `fn` in the server's trio thread (e.g. `drain.start`) and return its result."""
+        assert self._token is not None
+        return trio.from_thread.run_sync(fn, trio_token=self._token)
+
     def _run(self) -> None:
         try:
             trio.run(self._main)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import smtplib
 import socket
+import threading
 import time
 
 import pytest
@@ -14,6 +15,10 @@ from eas_client import (
     body_preference,
     folder_list,
     folder_sync,
+    ping_request,
+    sync_collection,
+    sync_request,
+    sync_result,
     user_information,
 )
 from harness import Instance, Server
@@ -156,3 +161,35 @@ def test_sigterm_closes_a_response_the_phone_stopped_reading(instance: Instance)
         assert code == 0, server.log()
         assert elapsed < 2.0 + 3.0, server.log()
         assert "closed 1 session" in server.log()
+
+
+def test_sigterm_answers_a_held_ping_at_once(instance: Instance) -> None:
+    """A Ping held for its heartbeat answers Status 1 as soon as the server starts to
+    drain (the phone pings again and reaches the restarted server), so a shutdown with a
+    long grace period still ends in moments instead of waiting out the heartbeat."""
+    instance.set_config("service", "shutdown_grace", "60.0")
+    with instance.start() as server:
+        client = _client(server, instance)
+        answers: list[int | None] = []
+        try:
+            client.provision()
+            inbox = folder_list(client.command("FolderSync", folder_sync())).by_type[2]
+            first = sync_result(client.command("Sync", sync_request(sync_collection(inbox, "0"))))
+            client.command("Sync", sync_request(sync_collection(inbox, first.key)))
+            ping = threading.Thread(
+                target=lambda: answers.append(
+                    client.command("Ping", ping_request(900, inbox)).status_at("Status")
+                )
+            )
+            ping.start()
+            time.sleep(1.0)  # the Ping is held (a delivery would answer it, none comes)
+            assert not answers
+            started = time.monotonic()
+            code = server.terminate(timeout=30)
+            elapsed = time.monotonic() - started
+            ping.join(10)
+        finally:
+            client.close()
+        assert code == 0, server.log()
+        assert answers == [1], server.log()
+        assert elapsed < 10.0, server.log()

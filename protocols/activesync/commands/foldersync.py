@@ -26,6 +26,7 @@ from store import (
 from store.names import SEPARATOR
 
 from ..context import CommandContext, CommandReply, Handler
+from ..numbers import NumberError, parse_uint
 from ..syncstate import FolderEntry, HierarchyState, new_generation
 from ..wbxml import E, Element
 from .common import (
@@ -296,15 +297,19 @@ def _parse_edit(kind: str, doc: Element | None) -> FolderEdit | None:
     if key is None:
         return None
     type_text = doc.text_of("Type")
-    if type_text is not None and not type_text.strip().isdigit():
-        return None
+    folder_type = None
+    if type_text is not None:
+        try:
+            folder_type = parse_uint(type_text, what="Type")  # MS-ASCMD 2.2.3.186.2
+        except NumberError:
+            return None  # Status 10: malformed request
     return FolderEdit(
         kind=kind,
         key=key.strip(),
         server_id=doc.text_of("ServerId"),
         parent_id=doc.text_of("ParentId"),
         name=doc.text_of("DisplayName"),
-        type=int(type_text) if type_text is not None else None,
+        type=folder_type,
     )
 
 

@@ -14,6 +14,7 @@ from typing import Final
 from store import FolderNotFound
 
 from ..context import CommandContext, CommandReply, Handler
+from ..numbers import NumberError, parse_uint
 from ..policy import Policy
 from ..wbxml import E, Element
 from .common import MailServices, served_folder
@@ -22,6 +23,7 @@ from .items import effective_filter, pending_changes
 log = logging.getLogger("mailhost.activesync")
 
 MAX_ESTIMATE_COLLECTIONS: Final = 300
+MAX_FILTER_TYPE: Final = 8  # MS-ASCMD 2.2.3.70.1 FilterType: 0-8
 
 
 class EstimateStatus:
@@ -74,9 +76,15 @@ def get_item_estimate_handler(services: MailServices) -> Handler:
         for collection in collections:
             collection_id = (collection.text_of("CollectionId") or "").strip()
             key = (collection.text_of("AirSync:SyncKey") or "").strip()
+            filter_type = None
             filter_text = collection.text_of("AirSync:Options/FilterType")
-            filter_type = int(filter_text) if filter_text and filter_text.isdigit() else None
-            if not collection_id or not key:
+            if filter_text is not None and filter_text.strip():
+                try:
+                    filter_type = parse_uint(filter_text, what="FilterType")
+                except NumberError:
+                    filter_type = -1
+            if not collection_id or not key or not 0 <= (filter_type or 0) <= MAX_FILTER_TYPE:
+                # MS-ASCMD 2.2.3.177.7: 2 for a collection that cannot be estimated as asked.
                 status, count = EstimateStatus.INVALID_COLLECTION, 0
             else:
                 status, count = await services.run(

@@ -9,7 +9,8 @@ WBXML names each by its Part index. Layout: PartsCount (int32 LE), then per part
 is the WBXML response.
 
 Fetch statuses (2.2.3.177.8): 1 success, 2 protocol error, 3 server error, 6 not found,
-8 invalid byte range, 9 unknown store, 15 invalid attachment id.
+8 invalid byte range, 9 unknown store, 11 too large (over MAX_FETCH_BYTES, or past the
+response's MAX_ITEMOPERATIONS_RESPONSE_BYTES), 15 invalid attachment id, 16 blocked.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ..mail import (
     parse_server_id,
     policy_render_limits,
 )
+from ..numbers import NumberError, parse_uint
 from ..wbxml import E, Element, encode
 from .common import MailServices, served_folder, served_folders
 from .items import facts_for, reader, trash_of
@@ -45,7 +47,16 @@ MAX_OPERATIONS: Final = 100  # Fetch/EmptyFolderContents/Move elements per reque
 # Attachment bytes sent inline (base64 in WBXML) or as parts in one response; a larger
 # attachment must be fetched in Ranges. Exchange's default MaxRequestLength is ~ 30 MB.
 MAX_FETCH_BYTES: Final = 64 * 1024 * 1024
+# The data (attachment bytes, item bodies) of all the fetches of one response together.
+# MAX_FETCH_BYTES bounds one fetch only: 100 Fetch elements naming one 30 MB attachment
+# would otherwise build 3 GB in memory. A fetch past the budget gets Status 11, "the
+# requested data size is too large" (MS-ASCMD 2.2.3.177.8, item scope), and the device
+# asks for it again on its own or in Ranges. Equal to MAX_FETCH_BYTES, so one fetch of
+# the largest size still fits; counted before base64 (inline data is a third larger).
+MAX_ITEMOPERATIONS_RESPONSE_BYTES: Final = MAX_FETCH_BYTES
 _RANGE_SEPARATOR: Final = "-"
+# Digits of a Range bound: ten reach 9.9 GB, past any message this server stores.
+RANGE_DIGITS: Final = 10
 
 
 class ItemOpsStatus:
@@ -58,6 +69,21 @@ class ItemOpsStatus:
     TOO_LARGE = 11
     INVALID_ATTACHMENT = 15
     ACCESS_DENIED = 16  # MS-ASCMD 2.2.3.177.7: access to the resource is denied
+
+
+@dataclass(slots=True)
+class ResponseBudget:
+    """What is left of MAX_ITEMOPERATIONS_RESPONSE_BYTES for the rest of a response."""
+
+    left: int
+
+    def take(self, size: int) -> bool:
+        """Count `size` bytes of data against the budget; False (nothing counted) if they
+        do not fit."""
+        if size > self.left:
+            return False
+        self.left -= size
+        return True
 
 
 @dataclass(slots=True)
@@ -90,9 +116,13 @@ def parse_range(text: str | None, total: int) -> tuple[int, int] | None:
     if text is None:
         return (0, total - 1) if total else (0, -1)
     start_text, sep, end_text = text.strip().partition(_RANGE_SEPARATOR)
-    if not sep or not start_text.isdigit() or not end_text.isdigit():
+    if not sep:
         return None
-    start, end = int(start_text), int(end_text)
+    try:  # MS-ASCMD 2.2.3.143.2: "m-n", zero-based; anything else is Status 8
+        start = parse_uint(start_text, max_digits=RANGE_DIGITS, what="Range start")
+        end = parse_uint(end_text, max_digits=RANGE_DIGITS, what="Range end")
+    except NumberError:
+        return None
     if start > end or (total and start >= total):
         return None
     return start, min(end, total - 1)
@@ -123,6 +153,7 @@ def fetch_attachment(
     *,
     attachments_enabled: bool = True,
     max_attachment_bytes: int | None = None,
+    budget: ResponseBudget | None = None,
 ) -> list[Element]:
     """Blocking: the Fetch response children for a FileReference. The mailbox policy is
     enforced here, whatever the device does with its EASProvisionDoc: no attachments
@@ -133,6 +164,8 @@ def fetch_attachment(
     parsed = parse_file_reference(reference)
     if parsed is None:
         return [E("ItemOperations:Status", ItemOpsStatus.INVALID_ATTACHMENT), echo]
+    if budget is not None and budget.left <= 0:
+        return [E("ItemOperations:Status", ItemOpsStatus.TOO_LARGE), echo]  # nothing read
     folder_id, uid, path = parsed
     mailbox = services.mailbox(mailbox_id)
     if served_folder(mailbox, folder_id) is None:
@@ -156,7 +189,8 @@ def fetch_attachment(
     if bounds is None:
         return [E("ItemOperations:Status", ItemOpsStatus.INVALID_RANGE), echo]
     chunk = content[bounds[0] : bounds[1] + 1]
-    if len(chunk) > MAX_FETCH_BYTES:
+    del content
+    if len(chunk) > MAX_FETCH_BYTES or (budget is not None and not budget.take(len(chunk))):
         return [E("ItemOperations:Status", ItemOpsStatus.TOO_LARGE), echo]
     data = (
         E("ItemOperations:Part", parts.add(chunk))
@@ -186,8 +220,11 @@ def fetch_item(
     uid: int,
     options: RenderOptions,
     parts: _Parts,
+    budget: ResponseBudget | None = None,
 ) -> tuple[int, list[Element]]:
     """Blocking: (status, ApplicationData-like properties) of one e-mail."""
+    if budget is not None and budget.left <= 0:
+        return ItemOpsStatus.TOO_LARGE, []
     mailbox = services.mailbox(mailbox_id)
     if served_folder(mailbox, folder_id) is None:
         return ItemOpsStatus.DOCUMENT_NOT_FOUND, []
@@ -201,9 +238,16 @@ def fetch_item(
         data = email_application_data(facts, options, reader(folder, uid))
     except MessageNotFound:
         return ItemOpsStatus.DOCUMENT_NOT_FOUND, []
+    if budget is not None and not budget.take(data_size(data)):
+        return ItemOpsStatus.TOO_LARGE, []
     if parts.enabled:
         data = [_body_to_part(e, parts) for e in data]
     return ItemOpsStatus.SUCCESS, data
+
+
+def data_size(elements: list[Element]) -> int:
+    """The bytes of text and opaque values under `elements` (what the budget counts)."""
+    return sum(len(node.value) for e in elements for node in e.iter() if node.value is not None)
 
 
 def _body_to_part(element: Element, parts: _Parts) -> Element:
@@ -275,12 +319,13 @@ def item_operations_handler(services: MailServices) -> Handler:
         if not operations or len(operations) > MAX_OPERATIONS:
             return _top(ItemOpsStatus.PROTOCOL_ERROR)
         parts = _Parts(ctx.accept_multipart, [])
+        budget = ResponseBudget(MAX_ITEMOPERATIONS_RESPONSE_BYTES)
         mailbox_id = ctx.account.mailbox_id
         responses: list[Element] = []
         for operation in operations:
             try:
                 if operation.tag == "Fetch":
-                    responses.append(await _fetch(services, ctx, operation, parts))
+                    responses.append(await _fetch(services, ctx, operation, parts, budget))
                 elif operation.tag == "EmptyFolderContents":
                     folder_id = (operation.text_of("AirSync:CollectionId") or "").strip()
                     sub = operation.find("Options/DeleteSubFolders") is not None
@@ -327,7 +372,11 @@ def _multipart(document: Element, parts: list[bytes]) -> bytes:
 
 
 async def _fetch(
-    services: MailServices, ctx: CommandContext, operation: Element, parts: _Parts
+    services: MailServices,
+    ctx: CommandContext,
+    operation: Element,
+    parts: _Parts,
+    budget: ResponseBudget,
 ) -> Element:
     store_name = (operation.text_of("Store") or "Mailbox").strip()
     if store_name.lower() != "mailbox":
@@ -349,6 +398,7 @@ async def _fetch(
                 parts,
                 attachments_enabled=policy.attachments_enabled,
                 max_attachment_bytes=None if limit is None else limit * 1024,
+                budget=budget,
             )
         )
         return E("ItemOperations:Fetch", children)
@@ -377,7 +427,7 @@ async def _fetch(
         **policy_render_limits(ctx.policy),
     )
     status, data = await services.run(
-        fetch_item, services, mailbox_id, target[0], target[1], render, parts
+        fetch_item, services, mailbox_id, target[0], target[1], render, parts, budget
     )
     if status != ItemOpsStatus.SUCCESS:
         return E("ItemOperations:Fetch", E("ItemOperations:Status", status), echo)

@@ -28,6 +28,7 @@ from ..mail import (
     folder_tokens,
     parse_eas_datetime,
 )
+from ..numbers import parse_uint
 from ..policy import EmailAgeFilter, Policy
 from ..syncstate import CollectionState, Difference, ItemProps, SyncStateStore, difference
 from ..wbxml import Element
@@ -167,10 +168,9 @@ def _flag_record(flag: Element) -> dict[str, Any] | None:
     if flag.is_empty:
         return None
     status_text = flag.text_of("Status")
-    try:
-        status = int(status_text) if status_text is not None else FLAG_ACTIVE
-    except ValueError:
-        raise ChangeRefused("Flag/Status is not a number") from None
+    status = FLAG_ACTIVE
+    if status_text is not None:  # a bad one is Sync Status 6 for this item (MS-ASCMD)
+        status = parse_uint(status_text, error=ChangeRefused, what="Flag/Status")
     if status not in (FLAG_CLEARED, FLAG_COMPLETE, FLAG_ACTIVE):
         raise ChangeRefused(f"Flag/Status {status} is not 0, 1 or 2")
     if status == FLAG_CLEARED:

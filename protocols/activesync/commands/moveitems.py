@@ -2,6 +2,8 @@
 
 Statuses (2.2.3.177.9): 1 invalid source, 2 invalid destination, 3 success, 4 source and
 destination are the same, 5 the move failed (e.g. the item is gone), 7 locked.
+Each Move has its own status: a malformed SrcMsgId or a failing store is that item's 1 or
+5, never an error for the whole reply after earlier moves were made.
 The device's states of both folders record the move at once (checklist 1.10.1): its next
 Sync sends neither a Delete in the source nor a second Add in the destination.
 """
@@ -12,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Final
 
-from store import MessageNotFound, StoreError
+from store import Mailbox, MessageNotFound, StoreError
 from store.flags import flags_to_bits
 
 from ..context import CommandContext, CommandReply, Handler
@@ -53,65 +55,66 @@ def move_items(
 ) -> list[MoveResult]:
     """Blocking: perform the moves and record them in the device's states."""
     mailbox = services.mailbox(mailbox_id)
-    states = services.states
     results: list[MoveResult] = []
     for move in moves:
-        parsed = parse_server_id(move.source_id)
-        source_info = served_folder(mailbox, move.source_folder)
-        if source_info is None or parsed is None or parsed[0] != move.source_folder:
-            results.append(MoveResult(move.source_id, MoveStatus.INVALID_SOURCE))
-            continue
-        dest_info = served_folder(mailbox, move.destination)
-        if dest_info is None:
-            results.append(MoveResult(move.source_id, MoveStatus.INVALID_DESTINATION))
-            continue
-        if dest_info.id == source_info.id:
-            results.append(MoveResult(move.source_id, MoveStatus.SAME_FOLDER))
-            continue
-        source = mailbox.folder_by_id(source_info.id)
-        dest = mailbox.folder_by_id(dest_info.id)
-        record = states.load_collection(mailbox_id, device_id, source_info.id)
-        uid = record.current.real_uid(parsed[1]) if record is not None else parsed[1]
         try:
-            moved = source.move_to([uid], dest)
-        except MessageNotFound:
-            moved = None
-        except StoreError as exc:
+            results.append(_move_one(services, mailbox, mailbox_id, device_id, move))
+        except (StoreError, OSError) as exc:
+            # This item failed; the moves before it are made and reported as such.
             log.warning("eas: MoveItems %s failed: %s", move.source_id, exc)
             results.append(MoveResult(move.source_id, MoveStatus.FAILED))
-            continue
-        if moved is None or not moved.mapping:
-            results.append(MoveResult(move.source_id, MoveStatus.INVALID_SOURCE))
-            continue
-        new_uid = moved.mapping[0][1]
-        with states.editing_props(mailbox_id) as props:
-            props.move(source_info.id, uid, dest_info.id, new_uid)
-            snapshot = dest.snapshot()
-            token = None
-            if new_uid in snapshot:
-                token = item_token(
-                    flags_to_bits(snapshot.flags(new_uid)),
-                    snapshot.keywords(new_uid),
-                    props,
-                    dest_info.id,
-                    new_uid,
-                )
-        if record is not None:
-            for state in (record.current, record.previous):
-                if state is not None:
-                    state.view.pop(uid, None)
-                    state.aliases.pop(uid, None)
-            states.save_collection(mailbox_id, device_id, record)
-        dest_record = states.load_collection(mailbox_id, device_id, dest_info.id)
-        if dest_record is not None and token is not None:
-            for state in (dest_record.current, dest_record.previous):
-                if state is not None:
-                    state.view[new_uid] = token
-            states.save_collection(mailbox_id, device_id, dest_record)
-        results.append(
-            MoveResult(move.source_id, MoveStatus.SUCCESS, server_id(dest_info.id, new_uid))
-        )
     return results
+
+
+def _move_one(
+    services: MailServices, mailbox: Mailbox, mailbox_id: str, device_id: str, move: MoveRequest
+) -> MoveResult:
+    states = services.states
+    parsed = parse_server_id(move.source_id)
+    source_info = served_folder(mailbox, move.source_folder)
+    if source_info is None or parsed is None or parsed[0] != move.source_folder:
+        return MoveResult(move.source_id, MoveStatus.INVALID_SOURCE)
+    dest_info = served_folder(mailbox, move.destination)
+    if dest_info is None:
+        return MoveResult(move.source_id, MoveStatus.INVALID_DESTINATION)
+    if dest_info.id == source_info.id:
+        return MoveResult(move.source_id, MoveStatus.SAME_FOLDER)
+    source = mailbox.folder_by_id(source_info.id)
+    dest = mailbox.folder_by_id(dest_info.id)
+    record = states.load_collection(mailbox_id, device_id, source_info.id)
+    uid = record.current.real_uid(parsed[1]) if record is not None else parsed[1]
+    try:
+        moved = source.move_to([uid], dest)
+    except MessageNotFound:
+        moved = None
+    if moved is None or not moved.mapping:
+        return MoveResult(move.source_id, MoveStatus.INVALID_SOURCE)
+    new_uid = moved.mapping[0][1]
+    with states.editing_props(mailbox_id) as props:
+        props.move(source_info.id, uid, dest_info.id, new_uid)
+        snapshot = dest.snapshot()
+        token = None
+        if new_uid in snapshot:
+            token = item_token(
+                flags_to_bits(snapshot.flags(new_uid)),
+                snapshot.keywords(new_uid),
+                props,
+                dest_info.id,
+                new_uid,
+            )
+    if record is not None:
+        for state in (record.current, record.previous):
+            if state is not None:
+                state.view.pop(uid, None)
+                state.aliases.pop(uid, None)
+        states.save_collection(mailbox_id, device_id, record)
+    dest_record = states.load_collection(mailbox_id, device_id, dest_info.id)
+    if dest_record is not None and token is not None:
+        for state in (dest_record.current, dest_record.previous):
+            if state is not None:
+                state.view[new_uid] = token
+        states.save_collection(mailbox_id, device_id, dest_record)
+    return MoveResult(move.source_id, MoveStatus.SUCCESS, server_id(dest_info.id, new_uid))
 
 
 def move_items_handler(services: MailServices) -> Handler:

@@ -21,6 +21,7 @@ from transport.autoreply import OofReply, OofSettings, OofState, OofStore
 
 from ..context import CommandContext
 from ..mail import eas_datetime, parse_eas_datetime
+from ..numbers import NumberError, parse_uint
 from ..status import SettingsStatus
 from ..wbxml import E, Element
 
@@ -130,10 +131,14 @@ def _time(value: float | None) -> str:
 
 def parse_set(block: Element, current: OofSettings) -> OofSettings:
     """MS-ASCMD 2.2.3.159.1 Set -> the settings to save (`current` fills what is left out)."""
-    state_text = (block.text_of("OofState") or "").strip()
-    if not state_text.isdigit() or int(state_text) not in _STATES:
+    state_text = block.text_of("OofState") or ""
+    try:
+        state_number = parse_uint(state_text, max_digits=1, what="OofState")
+    except NumberError:
+        state_number = -1
+    if state_number not in _STATES:
         raise OofRequestError(f"OofState {state_text[:10]!r} is not 0, 1 or 2")
-    state = _STATES[int(state_text)]
+    state = _STATES[state_number]
     start, end = current.start, current.end
     for tag in ("StartTime", "EndTime"):
         text = block.text_of(tag)

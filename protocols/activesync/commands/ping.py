@@ -9,7 +9,8 @@ or heartbeat, takes the rest from the device's last Ping (3 when there is none).
 Statuses (MS-ASCMD 2.2.3.177.10): 1 expired, 2 changes (with the folders), 3 parameters
 missing, 4 syntax error, 5 heartbeat out of range (with the allowed HeartbeatInterval),
 6 too many folders (with MaxFolders), 7 hierarchy changed, 8 server error.
-A newer long poll from the same device ends a held Ping at once with status 1.
+A newer long poll from the same device ends a held Ping at once with status 1, and so does
+the server's shutdown (the client pings again and reaches the restarted server).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any, Final
 import trio
 
 from ..context import CommandContext, CommandReply, Handler
-from ..wbxml import E, Element
+from ..numbers import parse_uint
+from ..wbxml import E, Element, WbxmlError
 from .common import MailServices, hierarchy_view, served_folders
 from .foldersync import hierarchy_changed
 from .items import collection_has_changes
@@ -65,9 +67,7 @@ def parse_ping(document: Element | None) -> PingRequest:
     heartbeat = None
     text = document.text_of("HeartbeatInterval")
     if text is not None:
-        if not text.strip().isdigit() or len(text.strip()) > 9:
-            raise PingError("HeartbeatInterval is not a number")
-        heartbeat = int(text)
+        heartbeat = parse_uint(text, error=PingError, what="HeartbeatInterval")  # Status 4
     folders = []
     for folder in document.findall("Folders/Folder"):
         folder_id = (folder.text_of("Id") or "").strip()
@@ -109,7 +109,7 @@ def ping_handler(services: MailServices) -> Handler:
     async def handle(ctx: CommandContext) -> CommandReply:
         try:
             request = parse_ping(ctx.document)
-        except PingError as exc:
+        except (PingError, WbxmlError) as exc:  # WbxmlError: opaque text not UTF-8
             log.info("eas: Ping from %s: %s", ctx.account.address, exc)
             return _status(PingStatus.SYNTAX_ERROR)
         settings = ctx.settings

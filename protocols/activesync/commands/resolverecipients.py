@@ -18,6 +18,7 @@ from typing import Final, Protocol
 import trio
 
 from ..context import CommandContext, CommandReply, Handler
+from ..numbers import parse_uint
 from ..request import ProtocolVersion
 from ..status import CertificateRetrievalStatus, CommonStatus, ResolveRecipientsStatus
 from ..wbxml import E, Element, WbxmlError
@@ -81,9 +82,10 @@ def _parse(document: Element | None) -> ResolveRequest:
     if options is not None:
         text = options.text_of("MaxAmbiguousRecipients")
         if text is not None:
-            if not text.strip().isdigit():
-                raise ResolveRecipientsError("MaxAmbiguousRecipients is not a number")
-            max_ambiguous = min(int(text), MAX_AMBIGUOUS)
+            count = parse_uint(
+                text, error=ResolveRecipientsError, what="MaxAmbiguousRecipients"
+            )  # MS-ASCMD 2.2.3.177.11: Status 5, protocol error
+            max_ambiguous = min(count, MAX_AMBIGUOUS)
         retrieval = options.text_of("CertificateRetrieval")
         certificates = retrieval is not None and retrieval.strip() not in (
             "",

@@ -33,6 +33,7 @@ from ..mail import (
     policy_render_limits,
     server_id,
 )
+from ..numbers import parse_uint
 from ..wbxml import E, Element
 from .common import MailServices, served_folder, served_folders
 from .items import reader
@@ -89,10 +90,17 @@ def parse_range(text: str | None, *, max_size: int = MAX_RANGE_SIZE) -> tuple[in
     if text is None:
         return 0, max_size - 1
     first, sep, last = text.strip().partition("-")
-    if not sep or not first.isdigit() or not last.isdigit() or int(first) > int(last):
-        raise SearchError(SearchStatus.INVALID_REQUEST, f"bad Range {text[:20]!r}")
-    start = int(first)
-    return start, min(int(last), start + max_size - 1)
+    if not sep:
+        raise _bad_range(text)
+    start = parse_uint(first, error=_bad_range, what="Range start")  # Status 2
+    end = parse_uint(last, error=_bad_range, what="Range end")
+    if start > end:
+        raise _bad_range(text)
+    return start, min(end, start + max_size - 1)
+
+
+def _bad_range(reason: str) -> SearchError:
+    return SearchError(SearchStatus.INVALID_REQUEST, f"bad Range: {reason[:60]}")
 
 
 def _date_condition(element: Element) -> dt.datetime:

@@ -7,8 +7,13 @@ Forms:
 - 14.0+: WBXML `ComposeMail:SendMail|SmartReply|SmartForward/{ClientId, AccountId,
   SaveInSentItems, Source/{FolderId, ItemId | LongId | InstanceId}, ReplaceMime, Mime}`.
 
-Behaviour: a ClientId sent before gets 118 MessagePreviouslySent (nothing is sent twice);
-without ReplaceMime the original is appended (reply) or appended with its attachments
+Behaviour: a ClientId sent before gets 118 MessagePreviouslySent (nothing is sent twice).
+The ClientId is recorded after the submission succeeded, and a failure to record it is
+logged but still answered as success: recording it first would turn a crash or failure
+between recording and submitting into a message the device believes sent (118) but that
+never left, and answering an error after the message was queued makes the device resend
+it. A duplicate then needs two failures at once (the record and the answer are lost).
+Without ReplaceMime the original is appended (reply) or appended with its attachments
 (forward); the source item gets its reply/forward status (\\Answered or $Forwarded in the
 store, the exact verb and time in the item properties: Email2 LastVerbExecuted 1 reply,
 2 reply all, 3 forward). Success is an empty 200 (MS-ASCMD 2.2.1.16.2). Failures at 14.0+
@@ -243,7 +248,18 @@ def compose_handler(services: MailServices) -> Handler:
             )
             if outcome.status is None and request.client_id is not None:
                 device_state.remember_sent(request.client_id)
-                await services.run(states.save_device, mailbox_id, device_id, device_state)
+                try:
+                    await services.run(states.save_device, mailbox_id, device_id, device_state)
+                except Exception:
+                    # The message is queued: an error now would make the device send it
+                    # again (a duplicate for every recipient). Without the record, only a
+                    # resend after a lost answer can duplicate it, which is rarer.
+                    log.exception(
+                        "eas: %s by %s was sent, but its ClientId %r was not recorded",
+                        ctx.command,
+                        ctx.account.address,
+                        request.client_id,
+                    )
         if outcome.status is not None:
             reason = outcome.result.reason if outcome.result is not None else ""
             log.info(

@@ -47,9 +47,10 @@ from ..mail import (
     policy_render_limits,
     server_id,
 )
+from ..numbers import parse_uint
 from ..request import ProtocolVersion
 from ..syncstate import CollectionRecord, CollectionState, ItemProps, new_generation
-from ..wbxml import E, Element
+from ..wbxml import E, Element, WbxmlError
 from .common import MailServices, served_folder
 from .items import (
     ChangeRefused,
@@ -189,10 +190,7 @@ class SyncRequest:
 def _int(element: Element | None, name: str) -> int | None:
     if element is None:
         return None
-    text = element.text.strip()
-    if not text.isdigit() or len(text) > 9:
-        raise SyncRequestError(f"{name} is not a number: {text[:20]!r}")
-    return int(text)
+    return parse_uint(element.text, error=SyncRequestError, what=name)  # MS-ASCMD 2.2.3.177.17: 4
 
 
 def _window(value: int | None) -> int | None:
@@ -822,7 +820,7 @@ def sync_handler(services: MailServices, drafts: DraftSaver | None = None) -> Ha
             request = parse_sync(ctx.document)
         except _TooMany:
             return _status_only(SyncStatus.TOO_MANY_COLLECTIONS)
-        except SyncRequestError as exc:
+        except (SyncRequestError, WbxmlError) as exc:  # WbxmlError: opaque text not UTF-8
             log.info("eas: Sync from %s: %s", ctx.account.address, exc)
             return _status_only(SyncStatus.PROTOCOL_ERROR)
         settings = ctx.settings
@@ -966,8 +964,8 @@ async def wait_for_change(
 ) -> bool:
     """Hold a long poll until one of `folder_ids` has changes for this device (`check`,
     blocking, confirms it), the deadline passes, a newer long poll of the device arrives,
-    or the client goes away. True when there are changes (or, with `on_hierarchy`, when it
-    says the hierarchy changed)."""
+    the client goes away or the server starts draining. True when there are changes (or,
+    with `on_hierarchy`, when it says the hierarchy changed)."""
     mailbox_id = ctx.account.mailbox_id
     found = False
     with (
@@ -983,6 +981,10 @@ async def wait_for_change(
 
             nursery.start_soon(stop_when, superseded)
             nursery.start_soon(stop_when, ctx.disconnected)
+            if ctx.draining is not None:
+                # The server is shutting down: answer "nothing new" now; the client asks
+                # again and reaches the restarted server.
+                nursery.start_soon(stop_when, ctx.draining)
             with trio.move_on_at(deadline):
                 while True:
                     event = await subscription.receive()
