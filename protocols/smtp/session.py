@@ -799,19 +799,27 @@ class _Session:
         finally:
             await self._drop_spool()
         rcpts = ",".join(f"<{r.address}>" for r in envelope.recipients)
-        if reply.is_positive:
-            self._log(
-                logging.INFO,
-                "accepted from=<%s> to=%s size=%d tls=%s auth=%s proto=%s reply=%s",
-                envelope.sender or "",
-                rcpts,
-                message.size,
-                self.tls.version if self.tls else "no",
-                self.auth_user or "-",
-                envelope.protocol,
-                reply,
-            )
-        await self._reply(reply, f"message from=<{envelope.sender or ''}> to={rcpts}")
+        if not reply.is_positive:
+            await self._reply(reply, f"message from=<{envelope.sender or ''}> to={rcpts}")
+            return
+        self._log(
+            logging.INFO,
+            "accepted from=<%s> to=%s size=%d tls=%s auth=%s proto=%s reply=%s",
+            envelope.sender or "",
+            rcpts,
+            message.size,
+            self.tls.version if self.tls else "no",
+            self.auth_user or "-",
+            envelope.protocol,
+            reply,
+        )
+        # The message is ours now (fsynced or queued). Its 250 goes out at once, shielded:
+        # a session cut here (the session cap, a drain) would otherwise drop the reply
+        # and the client would send the message again (RFC 5321 6.1; RFC 1047). The send
+        # is still bounded by the send timeout, and a closed socket ends it.
+        self.out += self.conn.send(reply)
+        with trio.CancelScope(shield=True):
+            await self._flush()
 
     async def _on_simple(self, event: Event) -> None:
         reply = _SIMPLE_REPLIES[type(event)]

@@ -417,6 +417,36 @@ async def test_internal_error_is_421_without_a_traceback(
     assert "secret internal detail" in caplog.text  # logged for us, never sent
 
 
+class SlowBackend(DictBackend):
+    """A delivery that cannot be interrupted (the store's fsync in a worker thread)."""
+
+    async def deliver(self, envelope: Envelope, message: MessageContent) -> Reply:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(200)
+        return await super().deliver(envelope, message)
+
+
+async def test_a_delivered_message_gets_its_250_even_when_the_session_is_cut(
+    memory_session: Start, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The session cap passes while the message is being stored: the message is ours, so
+    the client must hear 250 before the 421, or it would send the message again."""
+    backend = SlowBackend(
+        local_domains=frozenset({"example.org"}), mailboxes=frozenset({"a@example.org"})
+    )
+    client = memory_session(
+        make_settings(timeouts=SmtpTimeouts(session=100, command=300)), session_backend=backend
+    )
+    await hello(client)
+    await transaction(client, "a@example.org")
+    assert await client.code("DATA") == 354
+    await client.send(b"Subject: slow\r\n\r\nbody\r\n.\r\n")
+    assert (await client.reply())[0] == 250
+    assert (await client.reply())[0] == 421
+    assert await client.closed()
+    assert len(backend.delivered) == 1
+
+
 async def test_draining_closes_an_idle_session_at_once(memory_session: Start) -> None:
     draining = trio.Event()
     client = memory_session(draining=draining)
