@@ -142,7 +142,10 @@ class HubBackend:
 
     async def deliver(self, envelope: Envelope, message: MessageContent) -> Reply:
         message_id = secrets.token_hex(8).upper()
-        header = await trio.to_thread.run_sync(_header_of, message)
+        if message.data is not None:
+            header = headers.header_block(message.data)  # in memory: no thread hop needed
+        else:
+            header = await trio.to_thread.run_sync(_header_of, message)
         if headers.count_fields(header, b"received") >= MAX_RECEIVED_FIELDS:
             # RFC 5321 6.3: too many hops is a loop.
             log.info("refused id=%s from %s: mail loop", message_id, envelope.client[0])
