@@ -42,7 +42,7 @@ class DeflateStream(trio.abc.Stream):
         self._input = pending
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        out = self._deflate.compress(bytes(data)) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+        out = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
         await self.inner.send_all(out)
 
     async def wait_send_all_might_not_block(self) -> None:

@@ -73,6 +73,7 @@ class _Opened:
     snapshot: FolderSnapshot
     first_unseen: int  # sequence number, 0 if none
     baseline: int  # highest UID older than the process (for \Recent), if not yet claimed
+    epoch: int  # the RecentClaims epoch the baseline belongs to
 
 
 def _first_unseen(snap: FolderSnapshot) -> int:
@@ -84,13 +85,24 @@ def _first_unseen(snap: FolderSnapshot) -> int:
     return 0  # pragma: no cover
 
 
-def recent_baseline(snap: FolderSnapshot, started_ms: int) -> int:
-    """The highest UID whose internal date is older than the process (module docstring of
-    :mod:`.shared`): scanned from the end, so it costs the number of new messages."""
+def recent_baseline(snap: FolderSnapshot, cutoff_ms: int) -> int:
+    """The highest UID that arrived by ``cutoff_ms`` (the process start, or the last
+    forgotten claim: module docstring of :mod:`.shared`): scanned from the end, so it
+    costs the number of new messages.
+
+    A message arrived by the earlier of its internal date and its save date: APPEND may
+    set an internal date in the future, and a rebuilt index dates a message by its file.
+    A message a session claimed before an eviction must not look newer than the eviction,
+    or a second session would claim it again; so the cutoff's own millisecond counts as
+    before it too (what arrives in it is then recent to no session, never to two).
+    """
     pos = len(snap) - 1
     while pos >= 0:
         summary = snap.summary_at(pos)
-        if summary.internal_date.timestamp() * 1000 < started_ms:
+        arrived = summary.internal_date
+        if summary.save_date is not None and summary.save_date < arrived:
+            arrived = summary.save_date
+        if round(arrived.timestamp() * 1000) <= cutoff_ms:  # dates are whole milliseconds
             return summary.uid
         pos -= 1
     return 0
@@ -100,8 +112,10 @@ def _open(mailbox: Mailbox, name: MailboxName, shared: ImapShared) -> _Opened:
     folder = open_folder(mailbox, name)
     snap = folder.snapshot()
     key: FolderKey = (mailbox.id, folder.id, snap.uidvalidity)
-    baseline = 0 if shared.recent.known(key) else recent_baseline(snap, shared.recent.started_ms)
-    return _Opened(folder, snap, _first_unseen(snap), baseline)
+    claims = shared.recent
+    epoch = claims.epoch  # read first: an eviction after it voids this baseline
+    baseline = 0 if claims.known(key) else recent_baseline(snap, claims.cutoff_ms)
+    return _Opened(folder, snap, _first_unseen(snap), baseline, epoch)
 
 
 async def select(s: ImapSession, cmd: c.SelectCommand | c.ExamineCommand) -> bytes:
@@ -128,7 +142,7 @@ async def select(s: ImapSession, cmd: c.SelectCommand | c.ExamineCommand) -> byt
     sel = SelectedFolder(opened.folder, imap, key, snap, cmd.readonly)
     opts = s.view_options
     if not opts.rev2:
-        sel.claim_recent(s.shared, opened.baseline)
+        sel.claim_recent(s.shared, opened.baseline, opened.epoch)
     s.emit(r.flags(storemap.PERMANENT_FLAGS[:-1]))
     permanent = () if cmd.readonly else storemap.PERMANENT_FLAGS
     s.emit(r.untagged_status(Status.OK, "flags", ResponseCode.permanentflags(permanent)))
@@ -209,6 +223,7 @@ async def delete(s: ImapSession, cmd: c.DeleteCommand) -> bytes:
     store_name = resolve_name(cmd.mailbox)
     folder = await s.run_sync(open_folder, mailbox, cmd.mailbox)
     await s.run_sync(mailbox.delete_folder, store_name)
+    s.shared.recent.forget(mailbox.id, folder.id)
     if s.selected is not None and s.selected.folder.id == folder.id:
         s.selected = None
         s.unsubscribe()
@@ -299,7 +314,7 @@ def _unclaimed_recent(snap: FolderSnapshot, shared: ImapShared, key: FolderKey) 
     """STATUS RECENT: the messages no session has claimed yet."""
     last = shared.recent.last_claim(key)
     if last is None:
-        last = recent_baseline(snap, shared.recent.started_ms)
+        last = recent_baseline(snap, shared.recent.cutoff_ms)
     return len(snap) - bisect.bisect_right(snap.uids, last)
 
 

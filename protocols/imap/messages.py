@@ -10,7 +10,10 @@ Data comes from the cheapest place that has it (the issue's rule, and Dovecot's)
   (``BODY[HEADER]`` reads the header, ``BODY[2]<0.100>`` at most 100 octets).
 
 Work that blocks runs in worker threads, a chunk of messages at a time, so a FETCH over
-100,000 messages streams out while the next chunk is rendered.
+100,000 messages streams out chunk by chunk. A chunk is at most FETCH_CHUNK messages and at
+most MAX_RENDER_BYTES of message content (bounded from the snapshot's sizes before anything
+is read), and its output goes to the client message by message once FLUSH_AT is reached:
+what one FETCH holds in memory is about one chunk, however many messages it names.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from .sections import (
 )
 from .selected import SelectedFolder, ViewOptions
 from .sequence import SequenceSet
+from .settings import SEND_AS_IS_BYTES
 from .shared import SEARCH_FIELDS, ImapShared
 from .sortthread import sort_messages, thread_orderedsubject, thread_references
 from .state import Outcome
@@ -69,10 +73,16 @@ from .state import Outcome
 if TYPE_CHECKING:
     from .session import Handler, ImapSession
 
-__all__ = ["HANDLERS", "BadSequence", "resolve_positions"]
+__all__ = ["FETCH_CHUNK", "HANDLERS", "MAX_RENDER_BYTES", "BadSequence", "resolve_positions"]
 
 # Messages rendered per worker-thread call during FETCH.
 FETCH_CHUNK: Final = 2000
+# Message content (literal octets) rendered per worker-thread call during FETCH: a chunk
+# ends before the message that would take its bound past this (a single larger message
+# is a chunk of its own). Without it, ``FETCH 1:* BODY.PEEK[]`` over 2000 messages of 8 MB
+# would be read into memory before the first octet went out. 4 MiB is what a full chunk of
+# typical small messages (2000 of 2 KB) takes, so those still render in one call.
+MAX_RENDER_BYTES: Final = 4 * 1024 * 1024
 # Body text decoded per message part for SEARCH BODY/TEXT (a search over a huge
 # attachment does not decode all of it).
 MAX_SEARCH_BODY: Final = 4 * 1024 * 1024
@@ -186,6 +196,28 @@ def _whole(attr: c.FetchAttribute) -> bool:
     return False
 
 
+_HEADER_TEXTS: Final = frozenset(
+    {c.SectionText.HEADER, c.SectionText.HEADER_FIELDS, c.SectionText.HEADER_FIELDS_NOT}
+)
+# How the content an item returns is bounded: by the message size, by the top-level header
+# size (from metadata), or by the partial's count.
+_B_SIZE, _B_HEADER, _B_PARTIAL = range(3)
+
+
+def _content_bound(attr: c.FetchAttribute) -> tuple[int, int] | None:
+    """(bound kind, partial count) of an item that returns message content; None for the
+    others. Decoding (BINARY) and header filtering only shrink what they are given."""
+    item = attr.item
+    if item not in _BODY_ITEMS or item is c.FetchItem.BINARY_SIZE:
+        return None
+    if attr.partial is not None and item in (c.FetchItem.BODY_SECTION, c.FetchItem.BINARY):
+        return _B_PARTIAL, attr.partial.count
+    section = _RFC822_SECTIONS.get(item) or attr.section or c.Section()
+    if not section.part and section.text in _HEADER_TEXTS:
+        return _B_HEADER, 0
+    return _B_SIZE, 0
+
+
 class _FetchJob:
     """One FETCH command's plan, rendered chunk by chunk in worker threads."""
 
@@ -209,6 +241,9 @@ class _FetchJob:
         body = [a for a in cmd.attributes if a.item in _BODY_ITEMS]
         self.body = bool(body)
         self.meta = bool(items & _META_ITEMS) or any(not _whole(a) for a in body)
+        self.bounds = [b for b in map(_content_bound, body) if b is not None]
+        # Metadata read for messages beyond the last chunk's end, kept for the next one.
+        self.metas_ahead: dict[int, MessageMetadata] = {}
         self.set_seen = not sel.readonly and any(a.sets_seen for a in cmd.attributes)
         self.snapshot: FolderSnapshot | None = None
         self.flag_cache: dict[tuple[frozenset[Flag], frozenset[str], bool], bytes] = {}
@@ -238,27 +273,69 @@ class _FetchJob:
             self.flag_cache[key] = value
         return value
 
-    def render(self, positions: Sequence[int]) -> list[bytes]:
-        """Blocking: the FETCH responses of these view positions."""
+    def content_bound(self, summary: MessageSummary, meta: MessageMetadata | None) -> int:
+        """An upper bound on the message content this FETCH returns for one message."""
+        size = summary.size
+        total = 0
+        for kind, count in self.bounds:
+            if kind == _B_PARTIAL:
+                total += min(size, count)
+            elif kind == _B_HEADER and meta is not None and not meta.parse_failed:
+                total += min(size, meta.header_size)
+            else:
+                total += size
+        return total
+
+    def _metadata(self, uids: list[int]) -> dict[int, MessageMetadata]:
+        ahead = self.metas_ahead
+        missing = [u for u in uids if u not in ahead]
+        metas = self.sel.folder.metadata(missing) if missing else {}
+        for uid in uids:
+            if uid not in metas and uid in ahead:
+                metas[uid] = ahead[uid]
+        return metas
+
+    def render(self, positions: Sequence[int], start: int) -> tuple[list[bytes], int]:
+        """Blocking: the FETCH responses of the next chunk of ``positions`` (view
+        positions) from ``start``, and how many positions the chunk took."""
         sel = self.sel
         folder = sel.folder
         if self.snapshot is None:
             self.snapshot = folder.snapshot()
         snap = self.snapshot
+        end = min(len(positions), start + FETCH_CHUNK)
         if self.index_plan is not None:
-            return self._render_index(snap, positions, self.index_plan)
+            return self._render_index(snap, positions[start:end], self.index_plan), end - start
         changedsince = self.cmd.changedsince
-        rows: list[tuple[int, MessageSummary]] = []
-        for pos in positions:
+        rows: list[tuple[int, MessageSummary]] = []  # (index in positions, summary)
+        for i in range(start, end):
+            pos = positions[i]
             summary = _summary(snap, pos, sel.uids[pos])
             if summary is None:
                 self.expunged = True  # gone, not yet announced (RFC 3501 7.4.1)
                 continue
             if changedsince is not None and summary.modseq <= changedsince:
                 continue
-            rows.append((pos + 1, summary))
+            rows.append((i, summary))
         if not rows:
-            return []
+            return [], end - start
+        metas: dict[int, MessageMetadata] = {}
+        if self.meta:
+            metas = self._metadata([s.uid for _, s in rows])
+        if self.bounds:
+            # The chunk ends before the message that would take it past MAX_RENDER_BYTES,
+            # decided from sizes before any file is read.
+            total = 0
+            for k, (i, summary) in enumerate(rows):
+                total += self.content_bound(summary, metas.get(summary.uid))
+                if k and total > MAX_RENDER_BYTES:
+                    end = i
+                    self.metas_ahead = {s.uid: metas[s.uid] for _, s in rows[k:] if s.uid in metas}
+                    rows = rows[:k]
+                    break
+            else:
+                self.metas_ahead = {}
+        rows = [(positions[i] + 1, summary) for i, summary in rows]
         uids = [s.uid for _, s in rows]
         seen_now: set[int] = set()
         if self.set_seen:
@@ -273,15 +350,18 @@ class _FetchJob:
         envelopes: dict[int, bytes] = {}
         if self.envelope:
             envelopes = self.shared.metadata.envelopes(folder, sel.key, uids, utf8=self.opts.utf8)
-        metas: dict[int, MessageMetadata] = folder.metadata(uids) if self.meta else {}
         # Where the files are, in one store call for the batch (one lock, not one each).
         self.paths = folder.message_paths(uids) if self.body else {}
         out: list[bytes] = []
         for seq, summary in rows:
             line = self._one(seq, summary, envelopes, metas, summary.uid in seen_now)
-            if line is not None:
+            if line is None:
+                continue
+            if isinstance(line, bytes):
                 out.append(line)
-        return out
+            else:
+                out.extend(line)
+        return out, end - start
 
     def _render_index(
         self, snap: FolderSnapshot, positions: Sequence[int], plan: tuple[int, ...]
@@ -360,14 +440,19 @@ class _FetchJob:
         envelopes: dict[int, bytes],
         metas: dict[int, MessageMetadata],
         seen_now: bool,
-    ) -> bytes | None:
+    ) -> bytes | list[bytes] | None:
+        """One message's FETCH response: one line, or pieces when a literal is large
+        enough to leave on its own (see :func:`_pieces`); None when it cannot be read."""
         uid = summary.uid
         items: list[tuple[bytes, bytes]] = []
         names: set[bytes] = set()
+        apart: dict[int, bytes] = {}  # item index -> literal content sent after its value
 
-        def add(name: bytes, value: bytes) -> None:
+        def add(name: bytes, value: bytes, content: bytes | None = None) -> None:
             if name not in names:
                 names.add(name)
+                if content is not None:
+                    apart[len(items)] = content
                 items.append((name, value))
 
         if self.add_uid:
@@ -409,8 +494,8 @@ class _FetchJob:
                 else:
                     if handle is None:
                         handle = self._open(uid)
-                    value = self._body_item(attr, handle, summary, metas.get(uid))
-                    add(attr.response_name(), value)
+                    value, content = self._body_item(attr, handle, summary, metas.get(uid))
+                    add(attr.response_name(), value, content)
         except MessageNotFound:
             self.expunged = True
             return None
@@ -424,6 +509,8 @@ class _FetchJob:
             add(b"MODSEQ", b"(" + str(summary.modseq).encode() + b")")
         if seen_now:
             add(b"FLAGS", self._flags(summary))  # RFC 3501 6.4.5: \Seen set as a side effect
+        if apart:
+            return _pieces(seq, items, apart)
         return r.fetch(seq, items)
 
     def _body_item(
@@ -432,7 +519,10 @@ class _FetchJob:
         handle: IO[bytes],
         summary: MessageSummary,
         meta: MessageMetadata | None,
-    ) -> bytes:
+    ) -> tuple[bytes, bytes | None]:
+        """The item's value, and for a literal of SEND_AS_IS_BYTES or more its content
+        apart (the value is then only the literal's ``{n}`` prefix): that content goes out
+        as read, never copied into a joined response line."""
         item = attr.item
         binary = item in (c.FetchItem.BINARY, c.FetchItem.BINARY_SIZE)
         section = _RFC822_SECTIONS.get(item) or attr.section or c.Section()
@@ -443,7 +533,7 @@ class _FetchJob:
             spans = self._spans(handle, summary, meta)
             rng = resolve_section(spans, section, binary=binary)
             if rng is None:
-                return b"0" if item is c.FetchItem.BINARY_SIZE else r.section_data(None)
+                return (b"0" if item is c.FetchItem.BINARY_SIZE else r.section_data(None)), None
             start, end = rng.start, rng.end
             fields, exclude, encoding = rng.fields, rng.exclude, rng.encoding
         if partial is not None and fields is None and encoding is None:
@@ -458,10 +548,13 @@ class _FetchJob:
         if encoding is not None:
             data = decode_transfer_encoding(data, encoding)  # RFC 3516 4.1
         if item is c.FetchItem.BINARY_SIZE:
-            return str(len(data)).encode()  # RFC 3516 4.2
+            return str(len(data)).encode(), None  # RFC 3516 4.2
         if partial is not None:
             data = apply_partial(data, partial)
-        return r.section_data(data, binary=item is c.FetchItem.BINARY)
+        binary = item is c.FetchItem.BINARY
+        if len(data) >= SEND_AS_IS_BYTES:
+            return r.literal_prefix(data, binary=binary), data
+        return r.section_data(data, binary=binary), None
 
     @staticmethod
     def _spans(
@@ -471,6 +564,23 @@ class _FetchJob:
             return storemap.part_spans(meta.structure)
         handle.seek(0)
         return parse_spans(handle.read())  # no usable cached structure: locate the parts
+
+
+def _pieces(seq: int, items: list[tuple[bytes, bytes]], apart: dict[int, bytes]) -> list[bytes]:
+    """The octets of ``r.fetch(seq, items)`` with the literal content of the items in
+    ``apart`` inserted after their values, as separate pieces (no copy of the content)."""
+    out: list[bytes] = []
+    line: list[bytes] = [b"* %d FETCH (" % seq]
+    for index, (name, value) in enumerate(items):
+        line.append(b"%s%s %s" % (b" " if index else b"", name, value))
+        content = apart.get(index)
+        if content is not None:
+            out.append(b"".join(line))
+            out.append(content)
+            line = []
+    line.append(b")\r\n")
+    out.append(b"".join(line))
+    return out
 
 
 _P_UID, _P_FLAGS, _P_MODSEQ, _P_SIZE, _P_DATE, _P_ENVELOPE, _P_SAVEDATE = range(7)
@@ -521,10 +631,14 @@ async def fetch(s: ImapSession, cmd: c.FetchCommand) -> bytes:
         )
         if gone:
             s.emit(r.vanished(gone, earlier=True))
-    for start in range(0, len(positions), FETCH_CHUNK):
-        chunk = positions[start : start + FETCH_CHUNK]
-        s.emit_all(await s.run_sync(job.render, chunk))
-        await s.maybe_flush()
+    done = 0
+    while done < len(positions):
+        lines, taken = await s.run_sync(job.render, positions, done)
+        done += taken
+        for line in lines:
+            s.emit(line)
+            if s.flush_due:
+                await s.flush()  # message by message: a large chunk is not held twice
     if job.bad_encoding:
         return r.tagged(cmd.tag, Status.NO, "unknown Content-Transfer-Encoding", r.UNKNOWN_CTE)
     if job.expunged and not cmd.uid:

@@ -44,6 +44,7 @@ __all__ = [
     "internal_date",
     "list_response",
     "literal",
+    "literal_prefix",
     "mailbox",
     "namespace",
     "nstring",
@@ -104,8 +105,14 @@ def _quotable(raw: bytes, utf8: bool) -> bool:
 
 def literal(data: bytes, *, binary: bool = False) -> bytes:
     """``{n}CRLF data``, or ``~{n}`` (literal8, RFC 3516) when ``binary`` and data has NUL."""
-    prefix = b"~" if binary and b"\x00" in data else b""
-    return prefix + b"{" + str(len(data)).encode() + b"}\r\n" + data
+    return literal_prefix(data, binary=binary) + data
+
+
+def literal_prefix(data: bytes, *, binary: bool = False) -> bytes:
+    """What precedes ``data`` in :func:`literal` (``{n}CRLF`` or ``~{n}CRLF``), for a
+    caller that sends a large literal's content as a separate write."""
+    marker = b"~" if binary and b"\x00" in data else b""
+    return marker + b"{" + str(len(data)).encode() + b"}\r\n"
 
 
 # Printable ASCII without '"' or '\\': quoted as it is (most header text; the fast path).

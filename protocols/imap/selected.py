@@ -87,6 +87,7 @@ class SelectedFolder:
         "pending_expunge",
         "readonly",
         "recent",
+        "recent_epoch",
         "reported",
         "saved",
         "uids",
@@ -102,6 +103,8 @@ class SelectedFolder:
         self.uids = array("I", snapshot.uids)
         self.modseq = snapshot.highestmodseq
         self.recent: list[tuple[int, int]] = []  # UID ranges this session claimed
+        # The RecentClaims epoch in which max_uid is a valid baseline for the next claim.
+        self.recent_epoch = -1
         self.pending_expunge: set[int] = set()
         self.reported: dict[int, int] = {}  # uid -> modseq already sent by our own STORE
         self.saved: tuple[int, ...] = ()  # SEARCHRES "$" (RFC 5182), as UIDs
@@ -126,18 +129,20 @@ class SelectedFolder:
 
     # --- \Recent --------------------------------------------------------------------------
 
-    def claim_recent(self, shared: ImapShared, baseline: int) -> None:
+    def claim_recent(self, shared: ImapShared, baseline: int, epoch: int) -> None:
         """Claim every UID above the folder's last claim (RFC 3501 2.3.2). EXAMINE shows
-        them as recent but claims nothing (RFC 3501 6.3.2: no change to \\Recent)."""
+        them as recent but claims nothing (RFC 3501 6.3.2: no change to \\Recent).
+        ``baseline`` is the last claim as known in RecentClaims ``epoch``."""
         if self.readonly:
             last = shared.recent.last_claim(self.key)
             first = (baseline if last is None else last) + 1
             if first <= self.max_uid:
                 self.recent.append((first, self.max_uid))
             return
-        claimed = shared.recent.claim(self.key, self.max_uid, baseline)
-        if claimed is not None:
-            self.recent.append(claimed)
+        claimed = shared.recent.claim(self.key, self.max_uid, baseline, epoch)
+        self.recent_epoch = claimed.epoch
+        if claimed.uids is not None:
+            self.recent.append(claimed.uids)
 
     def is_recent(self, uid: int) -> bool:
         return any(lo <= uid <= hi for lo, hi in self.recent)
@@ -197,7 +202,7 @@ class SelectedFolder:
             self.uids.extend(new)
             out.append(r.exists(len(self.uids)))  # RFC 3501 7.3.1
             if not opts.rev2:
-                self.claim_recent(shared, top)
+                self.claim_recent(shared, top, self.recent_epoch)
                 out.append(r.recent(self.recent_count()))  # RFC 3501 7.3.2
         for s in delta.changed:
             if s.uid in self.pending_expunge or self.reported.get(s.uid) == s.modseq:

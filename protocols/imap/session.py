@@ -58,9 +58,11 @@ from .parser import (
 from .responses import ResponseCode, Status
 from .selected import Delta, SelectedFolder, ViewOptions
 from .settings import (
+    IDLE_UPDATE_TIMEOUT,
     MAX_BAD_COMMANDS,
     MAX_LOGIN_FAILURES,
     PREAUTH_MAX_LINE,
+    SEND_AS_IS_BYTES,
     SEND_TIMEOUT,
     TLS_HANDSHAKE_TIMEOUT,
     ImapSettings,
@@ -74,7 +76,8 @@ __all__ = ["HANDLERS", "Handler", "ImapSession", "SessionClosed"]
 log = logging.getLogger("mailhost.imap")
 
 RECEIVE_CHUNK: Final = 16 * 1024
-# Buffered output is sent once it passes this size (large FETCH responses stream out).
+# Buffered output is sent once it passes this size (large FETCH responses stream out);
+# also the largest write that small pieces are joined into.
 FLUSH_AT: Final = 256 * 1024
 
 # Capabilities that ENABLE can turn on (RFC 5161, RFC 7162 3.1/3.2, RFC 6855, RFC 9051).
@@ -112,6 +115,7 @@ class ImapSession:
         "_last_refill",
         "_out",
         "_out_size",
+        "_sending",
         "_tokens",
         "account",
         "bad_commands",
@@ -173,6 +177,7 @@ class ImapSession:
         self.login_failures = 0
         self._out: list[bytes] = []
         self._out_size = 0
+        self._sending = False
         self._tokens = settings.command_burst
         self._last_refill = 0.0
 
@@ -257,14 +262,49 @@ class ImapSession:
         for line in lines:
             self.emit(line)
 
-    async def flush(self) -> None:
-        if not self._out:
+    @property
+    def flush_due(self) -> bool:
+        """Whether enough output is buffered to send it now (FETCH checks per message)."""
+        return self._out_size >= FLUSH_AT
+
+    async def flush(self, within: float = SEND_TIMEOUT) -> None:
+        """Send the buffered output, all of it within ``within`` seconds (else TooSlowError).
+
+        Small pieces are joined into writes of up to FLUSH_AT octets; a piece of
+        SEND_AS_IS_BYTES or more (a message literal) is written as it is, so a large FETCH
+        response is never copied into one buffer the size of the whole response.
+
+        Only IDLE has two tasks that write: when its update task is still sending (to a
+        client that stopped reading) and the command task says BYE, the BYE stays
+        buffered; a second writer on the stream is not allowed, and the session ends.
+        """
+        if not self._out or self._sending:
             return
-        data = b"".join(self._out)
-        self._out.clear()
+        out = self._out
+        self._out = []
         self._out_size = 0
-        with trio.fail_after(SEND_TIMEOUT):
-            await self.stream.send_all(data)
+        send = self.stream.send_all
+        self._sending = True
+        try:
+            with trio.fail_after(within):
+                batch: list[bytes] = []
+                size = 0
+                for piece in out:
+                    if len(piece) >= SEND_AS_IS_BYTES:
+                        if batch:
+                            await send(b"".join(batch))
+                            batch, size = [], 0
+                        await send(piece)
+                        continue
+                    batch.append(piece)
+                    size += len(piece)
+                    if size >= FLUSH_AT:
+                        await send(b"".join(batch))
+                        batch, size = [], 0
+                if batch:
+                    await send(b"".join(batch))
+        finally:
+            self._sending = False
 
     async def maybe_flush(self) -> None:
         if self._out_size >= FLUSH_AT:
@@ -675,10 +715,12 @@ async def _idle_wait(s: ImapSession) -> ContinuationLine | BadCommand:
 async def _idle_watch(s: ImapSession, sub: Subscription) -> None:
     while True:
         s.note_event(await sub.receive())
-        # Shielded: a half-sent update would break the stream; DONE waits for it.
+        # Shielded: a half-sent update would break the stream; DONE (and a server drain)
+        # waits for it, but only IDLE_UPDATE_TIMEOUT long: a client that does not take
+        # the update by then has stopped reading, and TooSlowError ends the session.
         with trio.CancelScope(shield=True):
             await s.sync(allow_expunge=True)
-            await s.flush()
+            await s.flush(IDLE_UPDATE_TIMEOUT)
 
 
 # --- the dispatch table ------------------------------------------------------------------

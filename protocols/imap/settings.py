@@ -14,10 +14,12 @@ __all__ = [
     "COMMANDS_PER_SECOND",
     "COMMAND_BURST",
     "IDLE_TIMEOUT",
+    "IDLE_UPDATE_TIMEOUT",
     "MAX_BAD_COMMANDS",
     "MAX_LOGIN_FAILURES",
     "PREAUTH_MAX_LINE",
     "PREAUTH_TIMEOUT",
+    "SEND_AS_IS_BYTES",
     "SEND_TIMEOUT",
     "TLS_HANDSHAKE_TIMEOUT",
     "ImapSettings",
@@ -32,6 +34,14 @@ IDLE_TIMEOUT: Final = 30 * 60.0
 PREAUTH_TIMEOUT: Final = 60.0
 # A client that takes longer than this to accept our output is gone.
 SEND_TIMEOUT: Final = 300.0
+# An update pushed during IDLE (RFC 2177: EXISTS, EXPUNGE, FETCH FLAGS) is sent shielded
+# from cancellation, since a half-sent response would corrupt the stream; a client that
+# does not take a few kilobytes within this long has stopped reading, and the connection
+# is closed rather than letting the shield hold up a server shutdown for SEND_TIMEOUT.
+IDLE_UPDATE_TIMEOUT: Final = 5.0
+# Output pieces this large (a message literal in FETCH) go to the stream as they are;
+# smaller ones are joined into one write. Joining a large piece would copy it once more.
+SEND_AS_IS_BYTES: Final = 64 * 1024
 TLS_HANDSHAKE_TIMEOUT: Final = 30.0
 # Before login only LOGIN/AUTHENTICATE/STARTTLS/CAPABILITY/ID make sense; none needs more
 # than a short line (a SASL PLAIN response of MAX_SASL_PLAIN octets is ~2.7k in base64).

@@ -13,6 +13,16 @@ server was down, or before it started, are not recent (their internal date is ol
 the process), which keeps a 100k-message folder from appearing 100k-fold recent after a
 restart. IMAP4rev2 sessions never see \\Recent (RFC 9051 removed it) and claim nothing.
 
+The claims are bounded: only a claim that took a message is kept (a folder with nothing
+new since the process started needs no entry), one entry per folder (a new UIDVALIDITY
+replaces it), an entry goes when its folder is deleted, and at most MAX_RECENT_CLAIMS
+folders are remembered, least recently used forgotten first. Forgetting a claim must not
+make its messages recent a second time, so an eviction moves the "older than the process"
+cutoff to the moment of the eviction (for folders without a claim, what arrived before it
+is old) and bumps an epoch: a claim based on what a session knew before the eviction, for
+a folder that now has no entry, is refused. Under that pressure some messages are recent
+to no session; none is recent to two.
+
 :class:`MetadataCache` keeps, per folder, what FETCH ENVELOPE and header SEARCH read for
 every message: the rendered ENVELOPE and the decoded address and subject fields. The store
 parses metadata once per message, but decoding its cache record costs tens of
@@ -29,7 +39,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from store import Folder, MessageMetadata, Store, decode_words
 from store.mime import Envelope
@@ -39,6 +49,8 @@ from . import storemap
 
 __all__ = [
     "DEFAULT_METADATA_CACHE_BYTES",
+    "MAX_RECENT_CLAIMS",
+    "Claim",
     "FolderKey",
     "ImapShared",
     "MetadataCache",
@@ -54,6 +66,11 @@ DEFAULT_METADATA_CACHE_BYTES: Final = 256 * 1024 * 1024
 _ENTRY_OVERHEAD: Final = 200
 # Metadata records decoded per store call while filling the cache.
 _FILL_BATCH: Final = 2000
+# Folders whose \Recent claim is remembered (about 250 bytes each). Folders get an entry
+# only once a session claims a message that arrived after the process started, so this
+# is the number of such folders in use at once; beyond it the least recently used is
+# forgotten (module docstring).
+MAX_RECENT_CLAIMS: Final = 50_000
 
 FolderKey = tuple[str, str, int]  # (mailbox id, folder id, UIDVALIDITY)
 
@@ -210,40 +227,112 @@ class MetadataCache:
             self._account(entries, -removed)
 
 
+class Claim(NamedTuple):
+    """What :meth:`RecentClaims.claim` took: the UID range (None for nothing) and the
+    epoch the caller's knowledge is valid in from now on (-1: none, see the docstring)."""
+
+    uids: tuple[int, int] | None
+    epoch: int
+
+
 class RecentClaims:
     """Which UIDs have been claimed as \\Recent by some session (see module docstring)."""
 
-    def __init__(self, started: float) -> None:
+    def __init__(
+        self,
+        started: float,
+        *,
+        limit: int = MAX_RECENT_CLAIMS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.started_ms = int(started * 1000)
+        self.limit = limit
+        self._clock = clock
         self._lock = threading.Lock()
-        self._claimed: dict[FolderKey, int] = {}
+        # (mailbox id, folder id) -> (UIDVALIDITY, highest claimed UID), least recent first.
+        self._claimed: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
+        self._epoch = 0
+        self._evicted_ms = 0
+
+    def __len__(self) -> int:
+        return len(self._claimed)
+
+    @property
+    def epoch(self) -> int:
+        """Bumped whenever a claim is forgotten for lack of room."""
+        return self._epoch
+
+    @property
+    def cutoff_ms(self) -> int:
+        """Messages with an internal date before this (ms since the epoch) are not recent
+        in a folder without a claim: the process start, or the last eviction."""
+        return max(self.started_ms, self._evicted_ms)
+
+    def _entry(self, key: FolderKey) -> tuple[int, int] | None:
+        entry = self._claimed.get((key[0], key[1]))
+        if entry is None or entry[0] != key[2]:
+            return None
+        return entry
 
     def known(self, key: FolderKey) -> bool:
         with self._lock:
-            return key in self._claimed
+            return self._entry(key) is not None
 
     def last_claim(self, key: FolderKey) -> int | None:
         with self._lock:
-            return self._claimed.get(key)
+            entry = self._entry(key)
+            return entry[1] if entry is not None else None
 
-    def claim(self, key: FolderKey, highest_uid: int, baseline: int) -> tuple[int, int] | None:
-        """Claim the UIDs above the last claim up to ``highest_uid``; returns the claimed
-        range, or None. ``baseline`` is the last claim when this process has none yet (the
-        highest UID older than the process)."""
+    def claim(self, key: FolderKey, highest_uid: int, baseline: int, epoch: int) -> Claim:
+        """Claim the UIDs above the last claim up to ``highest_uid``. ``baseline`` is the
+        last claim as the caller knew it in ``epoch`` when this process has none (the
+        highest UID older than :attr:`cutoff_ms`, or the caller's own last view)."""
+        folder = (key[0], key[1])
         with self._lock:
-            current = self._claimed.get(key, baseline)
-            if highest_uid > current:
-                self._claimed[key] = highest_uid
-                return (current + 1, highest_uid)
-            self._claimed[key] = current
-            return None
+            entry = self._claimed.get(folder)
+            if entry is not None and entry[0] == key[2]:
+                current = entry[1]
+                self._claimed.move_to_end(folder)
+            else:
+                if entry is not None:
+                    if entry[0] > key[2]:
+                        # A session still on the folder's older UIDVALIDITY (RFC 3501
+                        # 2.3.1.1 assigns a greater one on rebuild) must not replace the
+                        # newer claim and make its UIDs recent again.
+                        return Claim(None, -1)
+                    del self._claimed[folder]  # a new UIDVALIDITY: the old claim is void
+                if epoch != self._epoch:
+                    # A claim was forgotten since ``baseline`` was taken: it may be below
+                    # what some session already saw as recent.
+                    return Claim(None, -1)
+                current = baseline
+            if highest_uid <= current:
+                return Claim(None, self._epoch)
+            self._claimed[folder] = (key[2], highest_uid)
+            self._claimed.move_to_end(folder)
+            while len(self._claimed) > self.limit:
+                self._claimed.popitem(last=False)
+                self._epoch += 1
+                self._evicted_ms = int(self._clock() * 1000)
+            return Claim((current + 1, highest_uid), self._epoch)
+
+    def forget(self, mailbox_id: str, folder_id: str) -> None:
+        """Drop the claim of a deleted folder (folder ids are never reused)."""
+        with self._lock:
+            self._claimed.pop((mailbox_id, folder_id), None)
 
 
 class ImapShared:
     """The process-wide IMAP state: one per store."""
 
-    def __init__(self, *, started: float, metadata_cache_bytes: int) -> None:
-        self.recent = RecentClaims(started)
+    def __init__(
+        self,
+        *,
+        started: float,
+        metadata_cache_bytes: int,
+        recent_claims: int = MAX_RECENT_CLAIMS,
+    ) -> None:
+        self.recent = RecentClaims(started, limit=recent_claims)
         self.metadata = MetadataCache(metadata_cache_bytes)
 
 
