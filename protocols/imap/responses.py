@@ -17,11 +17,11 @@ import enum
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from .commands import SearchReturn, StatusItem
 from .limits import MAX_MIME_DEPTH, MAX_QUOTED_RESPONSE
-from .model import Address, BodyStructure, Envelope, ThreadNode
+from .model import BodyStructure, Envelope, ThreadNode
 from .names import encode_mailbox_name
 from .sequence import format_numbers
 
@@ -529,37 +529,89 @@ def internal_date(value: dt.datetime) -> bytes:
     return b'"' + text.encode("ascii") + b'"'
 
 
-def _address(addr: Address, utf8: bool) -> bytes:
-    return (
-        b"("
-        + b" ".join(nstring(v, utf8=utf8) for v in (addr.name, addr.route, addr.mailbox, addr.host))
-        + b")"
+class AddressFields(Protocol):
+    """What ENVELOPE renders of an address: the IMAP model's, or the store's as it is."""
+
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def route(self) -> str | None: ...
+    @property
+    def mailbox(self) -> str | None: ...
+    @property
+    def host(self) -> str | None: ...
+
+
+class EnvelopeFields(Protocol):
+    """What ENVELOPE renders of a message: the IMAP model's :class:`Envelope`, or the
+    store's envelope as it is (no conversion per message on the hot path)."""
+
+    @property
+    def date(self) -> str | None: ...
+    @property
+    def subject(self) -> str | None: ...
+    @property
+    def from_(self) -> Sequence[AddressFields]: ...
+    @property
+    def sender(self) -> Sequence[AddressFields] | None: ...
+    @property
+    def reply_to(self) -> Sequence[AddressFields] | None: ...
+    @property
+    def to(self) -> Sequence[AddressFields]: ...
+    @property
+    def cc(self) -> Sequence[AddressFields]: ...
+    @property
+    def bcc(self) -> Sequence[AddressFields]: ...
+    @property
+    def in_reply_to(self) -> str | None: ...
+    @property
+    def message_id(self) -> str | None: ...
+
+
+# Rendered address lists, keyed by the list (addresses are frozen, so hashable): a folder
+# repeats the same From, To and Cc lists over and over.
+AddressMemo = dict[tuple[bool, Sequence[AddressFields]], bytes]
+
+
+def _address(addr: AddressFields, utf8: bool) -> bytes:
+    return b"(%s %s %s %s)" % (
+        nstring(addr.name, utf8=utf8),
+        nstring(addr.route, utf8=utf8),
+        nstring(addr.mailbox, utf8=utf8),
+        nstring(addr.host, utf8=utf8),
     )
 
 
-def _address_list(addrs: Sequence[Address] | None, utf8: bool) -> bytes:
+def _address_list(
+    addrs: Sequence[AddressFields] | None, utf8: bool, memo: AddressMemo | None = None
+) -> bytes:
     if not addrs:
         return b"NIL"
-    return b"(" + b"".join(_address(a, utf8) for a in addrs) + b")"
+    if memo is None:
+        return b"(" + b"".join([_address(a, utf8) for a in addrs]) + b")"
+    key = (utf8, addrs)
+    rendered = memo.get(key)
+    if rendered is None:
+        rendered = memo[key] = b"(" + b"".join([_address(a, utf8) for a in addrs]) + b")"
+    return rendered
 
 
-def envelope(env: Envelope, *, utf8: bool = False) -> bytes:
-    """RFC 3501 7.4.2 ENVELOPE (sender and reply-to default to from)."""
-    sender = env.sender or env.from_
-    reply_to = env.reply_to or env.from_
-    fields = [
+def envelope(env: EnvelopeFields, *, utf8: bool = False, memo: AddressMemo | None = None) -> bytes:
+    """RFC 3501 7.4.2 ENVELOPE (sender and reply-to default to from). ``memo`` keeps
+    rendered address lists between calls (a caller rendering a whole folder)."""
+    from_ = _address_list(env.from_, utf8, memo)
+    return b"(%s %s %s %s %s %s %s %s %s %s)" % (
         nstring(env.date, utf8=utf8),
         nstring(env.subject, utf8=utf8),
-        _address_list(env.from_, utf8),
-        _address_list(sender, utf8),
-        _address_list(reply_to, utf8),
-        _address_list(env.to, utf8),
-        _address_list(env.cc, utf8),
-        _address_list(env.bcc, utf8),
+        from_,
+        _address_list(env.sender, utf8, memo) if env.sender else from_,
+        _address_list(env.reply_to, utf8, memo) if env.reply_to else from_,
+        _address_list(env.to, utf8, memo),
+        _address_list(env.cc, utf8, memo),
+        _address_list(env.bcc, utf8, memo),
         nstring(env.in_reply_to, utf8=utf8),
         nstring(env.message_id, utf8=utf8),
-    ]
-    return b"(" + b" ".join(fields) + b")"
+    )
 
 
 def _params(params: Sequence[tuple[str, str]], utf8: bool) -> bytes:

@@ -45,7 +45,6 @@ from store import Folder, MessageMetadata, Store, decode_words
 from store.mime import Envelope
 
 from . import responses as r
-from . import storemap
 
 __all__ = [
     "DEFAULT_METADATA_CACHE_BYTES",
@@ -183,19 +182,24 @@ class MetadataCache:
         missing = [u for u in uids if u not in table]
         if entries.size > self.limit:
             entries = _FolderEntries()  # too big to keep: serve this request uncached
+        memo: r.AddressMemo = {}
         for start in range(0, len(missing), _FILL_BATCH):
             batch = missing[start : start + _FILL_BATCH]
             added = 0
             for uid, (envelope, subject) in folder.envelopes(batch).items():
-                if search:
+                # Search text is cheap next to reading the record (a tenth of it), so an
+                # envelope fill keeps it too: a SEARCH after a FETCH ENVELOPE (a mail
+                # program opening a folder) reads no record again. Not the other way
+                # round: rendering envelopes costs as much as reading.
+                if uid not in entries.search:
                     fields = SearchFields.from_envelope(envelope, subject).text
-                    if uid not in entries.search:
-                        added += len(fields) + _ENTRY_OVERHEAD
+                    added += len(fields) + _ENTRY_OVERHEAD
                     entries.search[uid] = fields
-                else:
-                    env = r.envelope(storemap.envelope(envelope), utf8=utf8)
-                    if uid not in entries.envelopes:
-                        added += len(env) + _ENTRY_OVERHEAD
+                if not search and uid not in entries.envelopes:
+                    # The store's envelope renders as it is (RFC 3501 7.4.2 defaults
+                    # applied by r.envelope), repeated address lists once per fill.
+                    env = r.envelope(envelope, utf8=utf8, memo=memo)
+                    added += len(env) + _ENTRY_OVERHEAD
                     entries.envelopes[uid] = env
             self._account(entries, added)
         return entries

@@ -8,9 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols.imap import responses as r
+from protocols.imap import storemap
 from protocols.imap.commands import FetchAttribute, FetchItem, SearchReturn, Section, StatusItem
 from protocols.imap.model import Address, BodyStructure, Disposition, Envelope, ThreadNode
 from protocols.imap.parser.lexer import Cursor
+from store.mime import parse_message
 
 
 def test_string_quoting_and_literals() -> None:
@@ -255,3 +257,23 @@ def test_rendered_strings_parse_back(value: bytes, utf8: bool) -> None:
 def test_lone_surrogates_do_not_crash() -> None:
     assert r.string("a\udc80") == b"{2}\r\na\x80"  # surrogateescape round trip
     assert r.string("a\ud800") == b'"a?"'
+
+
+def test_the_store_envelope_renders_as_its_imap_model_with_a_shared_memo() -> None:
+    """The metadata cache renders the store's envelope directly, remembering address
+    lists between messages: the output is the same as through the IMAP model."""
+    messages = [
+        b"From: Ann <ann@example.org>\r\nTo: Bob <bob@example.org>, team: ;\r\n"
+        b"Cc: =?utf-8?q?Gr=C3=BC=C3=9Fe?= <g@example.org>\r\nSubject: one\r\n\r\nx\r\n",
+        b"From: Ann <ann@example.org>\r\nSender: s@example.org\r\nReply-To: r@example.org\r\n"
+        b"To: Bob <bob@example.org>, team: ;\r\nSubject: two\r\n\r\ny\r\n",
+        b"Subject: no addresses\r\n\r\nz\r\n",
+    ]
+    memo: r.AddressMemo = {}
+    for raw in messages * 2:
+        env = parse_message(raw).envelope
+        for utf8 in (False, True):
+            expected = r.envelope(storemap.envelope(env), utf8=utf8)
+            assert r.envelope(env, utf8=utf8, memo=memo) == expected
+            assert r.envelope(env, utf8=utf8) == expected
+    assert len(memo) == 5 * 2  # (Ann), (Bob, group), (Grüße), (s), (r); by utf8
