@@ -35,6 +35,7 @@ import functools
 import logging
 import os
 import ssl
+import stat
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -73,6 +74,7 @@ from .queue import EntryNotFound, Queue, QueueError, QueueStatistics
 from .routing import Hop, Route, Router, RoutingError, TlsMode
 
 __all__ = [
+    "MAX_ACTIVE_BYTES",
     "DeliverySettings",
     "LocalDelivery",
     "LocalDeliveryError",
@@ -87,6 +89,18 @@ log = logging.getLogger("mailhost.delivery")
 
 # After an unexpected error with one entry, leave it alone this long (no hot loop).
 ERROR_PENALTY = 60.0
+# Message content the attempts in flight may hold together. An attempt reads its whole
+# message into memory (Queue.read_message) and keeps it until its results are merged; a
+# DKIM-signed copy and each destination's dot-stuffed DATA payload (client.encode_data)
+# add to that while they are used, so the peak is a small multiple of this. Counted by
+# the size the queue index records; a message larger than this on its own still goes,
+# alone. (Postfix's qmgr_message_active_limit counts messages only: its delivery agents
+# read the queue file as they send it.)
+MAX_ACTIVE_BYTES = 256 * 1024 * 1024
+# What a recipient's diagnostic says after an unexpected error (the traceback goes to the
+# log, not into a DSN to a stranger). RFC 3463 4.3.0: other or undefined mail system status.
+INTERNAL_ERROR_STATUS = "4.3.0"
+INTERNAL_ERROR_TEXT = "internal error during delivery; will retry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +141,10 @@ class DeliverySettings:
     # Postfix default_process_limit = 100 and default_destination_concurrency_limit = 20.
     max_connections: int = 100
     max_per_destination: int = 20
-    # Postfix qmgr_message_active_limit is 20000; we keep message bodies in memory.
+    # Postfix qmgr_message_active_limit is 20000; we keep message bodies in memory, so
+    # fewer, and their bytes together are bounded by max_active_bytes as well.
     max_active_messages: int = 1000
+    max_active_bytes: int = MAX_ACTIVE_BYTES
     bounce_size_limit: int = BOUNCE_SIZE_LIMIT
     postmaster: str | None = None  # double bounces go here; None discards them (logged)
     ca_file: str | None = None  # trust for verified TLS; None: the system's
@@ -166,6 +182,7 @@ class Signer(Protocol):
 @dataclass(frozen=True, slots=True)
 class RunnerStatistics:
     active_messages: int
+    active_bytes: int  # content size of the messages in flight (max_active_bytes bounds it)
     connections: int
     destinations: int
     delivered: int
@@ -237,7 +254,8 @@ class QueueRunner:
         self.local = local
         self.clock = clock
         self.signer = signer
-        self._inflight: set[str] = set()
+        self._inflight: dict[str, int] = {}  # id -> message size, for max_active_bytes
+        self._inflight_bytes = 0
         self._penalty: dict[str, float] = {}
         self._destinations: dict[str, _Destination] = {}
         self._connections = trio.CapacityLimiter(settings.max_connections)
@@ -299,6 +317,7 @@ class QueueRunner:
     def statistics(self) -> RunnerStatistics:
         return RunnerStatistics(
             active_messages=len(self._inflight),
+            active_bytes=self._inflight_bytes,
             connections=int(self._connections.borrowed_tokens),
             destinations=len(self._destinations),
             delivered=self._delivered,
@@ -328,7 +347,7 @@ class QueueRunner:
             now = self.clock.now()
             wait = self.settings.scan_interval
             if not blocked:  # when blocked, a finishing attempt wakes us
-                next_due = self.queue.next_due(exclude=self._inflight | self._penalty.keys())
+                next_due = self.queue.next_due(exclude=self._inflight.keys() | self._penalty.keys())
                 if next_due is not None:
                     wait = min(wait, max(next_due - now, 0.0))
             if self._penalty:
@@ -348,6 +367,11 @@ class QueueRunner:
             log.warning("queue wakeup FIFO unavailable (%s); relying on rescans", exc)
             return
         try:
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                # A regular file there (restored from a backup, say) cannot be polled:
+                # epoll refuses it with EPERM, which would stop the runner.
+                log.warning("%s is not a FIFO; relying on rescans", self.queue.wakeup_path)
+                return
             while True:
                 await trio.lowlevel.wait_readable(fd)
                 with contextlib.suppress(BlockingIOError):
@@ -355,13 +379,15 @@ class QueueRunner:
                         pass
                 self._reload_requested = True
                 self._wake_event.set()
+        except OSError as exc:
+            log.warning("queue wakeup FIFO failed (%s); relying on rescans", exc)
         finally:
             trio.lowlevel.notify_closing(fd)
             os.close(fd)
 
     def _dispatch_due(self) -> bool:
-        """Start attempts for due messages; False when the active-message limit holds
-        them back (then each finishing attempt wakes the loop)."""
+        """Start attempts for due messages; False when the active-message or active-byte
+        limit holds them back (then each finishing attempt wakes the loop)."""
         assert self._nursery is not None
         now = self.clock.now()
         for id, until in list(self._penalty.items()):
@@ -372,9 +398,15 @@ class QueueRunner:
         # With a backlog, refill in batches: each look at the index is a pass over it.
         if free <= 0 or (self._inflight and free < max(1, limit // 10)):
             return False
-        exclude = self._inflight | self._penalty.keys()
+        exclude = self._inflight.keys() | self._penalty.keys()
         for id in self.queue.due(now, exclude=exclude, limit=free):
-            self._inflight.add(id)
+            size = self.queue.size_of(id) or 0  # None: gone meanwhile, the attempt sees it
+            if self._inflight and self._inflight_bytes + size > self.settings.max_active_bytes:
+                # Oldest first: a large message waits for room rather than being overtaken
+                # by smaller ones for ever; with nothing in flight it goes on its own.
+                return False
+            self._inflight[id] = size
+            self._inflight_bytes += size
             self._nursery.start_soon(self._attempt, id)
         return True
 
@@ -385,7 +417,7 @@ class QueueRunner:
             log.exception("%s: delivery attempt failed unexpectedly", id)
             self._penalty[id] = self.clock.now() + ERROR_PENALTY
         finally:
-            self._inflight.discard(id)
+            self._inflight_bytes -= self._inflight.pop(id, 0)
             self._wake_event.set()
             self._changes.unpark_all()
 
@@ -467,6 +499,15 @@ class QueueRunner:
             state = RecipientState.DEFERRED if exc.temporary else RecipientState.FAILED
             status = "4.2.0" if exc.temporary else "5.2.0"
             verdict = RecipientVerdict(address, state, status, str(exc))
+        except Exception:
+            # A bug or an error nobody mapped (an OSError out of the store, a locked
+            # directory database): a temporary failure of this recipient only. Raising
+            # would cancel the attempt's other deliveries and lose their outcomes, so
+            # copies already made would be made again on the retry.
+            log.exception("%s: local delivery to <%s> failed unexpectedly", entry.id, address)
+            verdict = RecipientVerdict(
+                address, RecipientState.DEFERRED, INTERNAL_ERROR_STATUS, INTERNAL_ERROR_TEXT
+            )
         else:
             if result is LocalOutcome.DELIVERED:
                 verdict = RecipientVerdict(address, RecipientState.DELIVERED, "2.0.0", "delivered")
@@ -512,6 +553,20 @@ class QueueRunner:
                     job = destination.jobs.popleft()
                     try:
                         session = await self._run_job(job, session)
+                    except Exception:
+                        # This task lives in the runner's nursery: raising would stop every
+                        # delivery and the server. A bug or an unmapped error in routing or
+                        # in the session defers this job; the next job gets a fresh
+                        # connection (_run_job closed its own).
+                        log.exception(
+                            "%s: delivery to %s failed unexpectedly", job.entry.id, destination.key
+                        )
+                        if session is not None:  # what it passed in (closing twice is fine)
+                            await session.client.aclose()
+                        session = None
+                        if not job.done.is_set():
+                            error = SessionError(INTERNAL_ERROR_TEXT, status=INTERNAL_ERROR_STATUS)
+                            job.finish(verdicts_for(self._recipients(job), error), None)
                     finally:
                         if not job.done.is_set():  # cancelled or crashed mid-job
                             error = SessionError("delivery interrupted")
@@ -571,48 +626,55 @@ class QueueRunner:
         )
         tried: set[tuple[str, str, int]] = set()
         reused = session is not None
-        while True:
-            if session is not None and (
-                trio.current_time() - session.opened > self.settings.connection_reuse_time
-            ):
-                await session.client.quit()
-                session = None
-            if session is not None:
-                if session.client.needs_reset:
+        try:
+            while True:
+                if session is not None and (
+                    trio.current_time() - session.opened > self.settings.connection_reuse_time
+                ):
+                    await session.client.quit()
+                    session = None
+                if session is not None:
+                    if session.client.needs_reset:
+                        try:
+                            await session.client.reset()
+                        except SessionError:
+                            await session.client.aclose()
+                            session = None
+                            continue
+                else:
                     try:
-                        await session.client.reset()
-                    except SessionError:
-                        await session.client.aclose()
-                        session = None
-                        continue
-            else:
+                        session = await self._open_session(job.route, tried)
+                    except RoutingError as exc:
+                        state = RecipientState.FAILED if exc.permanent else RecipientState.DEFERRED
+                        verdict = RecipientVerdict("", state, exc.status, exc.text)
+                        self._finish_job(job, recipients, unsafe, [verdict] * len(sendable), None)
+                        return None
+                    except SessionError as exc:
+                        self._finish_job(job, recipients, unsafe, verdicts_for(sendable, exc), None)
+                        return None
                 try:
-                    session = await self._open_session(job.route, tried)
-                except RoutingError as exc:
-                    state = RecipientState.FAILED if exc.permanent else RecipientState.DEFERRED
-                    verdict = RecipientVerdict("", state, exc.status, exc.text)
-                    self._finish_job(job, recipients, unsafe, [verdict] * len(sendable), None)
-                    return None
+                    verdicts = await session.client.send_message(tx, job.message)
                 except SessionError as exc:
-                    self._finish_job(job, recipients, unsafe, verdicts_for(sendable, exc), None)
-                    return None
-            try:
-                verdicts = await session.client.send_message(tx, job.message)
-            except SessionError as exc:
-                await session.client.aclose()
-                failed, session = session, None
-                if exc.committed:  # the server may have the message: never send it twice now
-                    verdicts = verdicts_for(sendable, exc)
-                    self._finish_job(job, recipients, unsafe, verdicts, failed.relay)
-                    return None
-                if reused:
-                    reused = False  # a cached connection went stale: one fresh try
+                    await session.client.aclose()
+                    failed, session = session, None
+                    if exc.committed:  # the server may have the message: never send it twice now
+                        verdicts = verdicts_for(sendable, exc)
+                        self._finish_job(job, recipients, unsafe, verdicts, failed.relay)
+                        return None
+                    if reused:
+                        reused = False  # a cached connection went stale: one fresh try
+                        continue
+                    tried.add(failed.target)
+                    log.info("%s: %s: %s; trying the next host", entry.id, failed.relay, exc.text)
                     continue
-                tried.add(failed.target)
-                log.info("%s: %s: %s; trying the next host", entry.id, failed.relay, exc.text)
-                continue
-            self._finish_job(job, recipients, unsafe, verdicts, session.relay)
-            return session
+                self._finish_job(job, recipients, unsafe, verdicts, session.relay)
+                return session
+        except BaseException:
+            # Whatever broke (or cancelled) the job, a connection opened here is closed here:
+            # the worker only knows the session it passed in.
+            if session is not None:
+                await session.client.aclose()
+            raise
 
     @staticmethod
     def _finish_job(

@@ -216,6 +216,9 @@ class Queue:
         self.wakeup_path = folder / "wakeup"
         self._lock = threading.Lock()
         self._index: dict[str, _Indexed] = {}
+        # One set per rescan under way: the ids this process changed in the index since
+        # that rescan began, whose index entries the rescan must not overwrite.
+        self._rescans: list[set[str]] = []
         self._listeners: list[Callable[[], None]] = []
         self._opened = False
 
@@ -258,32 +261,51 @@ class Queue:
                     os.unlink(entry.path)
                     removed += 1
         seen: dict[str, _Indexed] = {}
+        changed_meanwhile: set[str] = set()
         with self._lock:
             previous = dict(self._index)
-        for entry in os.scandir(self._env):
-            name = entry.name
-            if not is_queue_id(name) or not entry.is_file(follow_symlinks=False):
-                self._quarantine(name, why="not a queue envelope")
-                quarantined.append(name)
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            signature = (st.st_ino, st.st_mtime_ns)
-            old = previous.get(name)
-            if not force and old is not None and old.signature == signature:
-                seen[name] = old
-                continue
-            try:
-                loaded = self._load_checked(name)
-            except FileNotFoundError:
-                continue  # removed meanwhile (delivered or deleted)
-            except CorruptEntry as exc:
-                self._quarantine(name, why=str(exc))
-                quarantined.append(name)
-                continue
-            seen[name] = self._indexed(loaded, signature)
+            self._rescans.append(changed_meanwhile)
+        try:
+            with os.scandir(self._env) as listing:
+                envelopes = list(listing)
+            for entry in envelopes:
+                name = entry.name
+                if not is_queue_id(name) or not entry.is_file(follow_symlinks=False):
+                    self._quarantine(name, why="not a queue envelope")
+                    quarantined.append(name)
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                signature = (st.st_ino, st.st_mtime_ns)
+                old = previous.get(name)
+                if not force and old is not None and old.signature == signature:
+                    seen[name] = old
+                    continue
+                try:
+                    loaded = self._load_checked(name)
+                except FileNotFoundError:
+                    continue  # removed meanwhile (delivered or deleted)
+                except CorruptEntry as exc:
+                    self._quarantine(name, why=str(exc))
+                    quarantined.append(name)
+                    continue
+                seen[name] = self._indexed(loaded, signature)
+            with self._lock:
+                # Merge, never replace: what enqueue or modify did in this process after the
+                # listing began is newer than what the listing saw. An entry added meanwhile
+                # stays, one removed meanwhile is not brought back, one changed meanwhile
+                # (held, rescheduled) keeps its new state.
+                index = {id: item for id, item in seen.items() if id not in changed_meanwhile}
+                for id in changed_meanwhile:
+                    current = self._index.get(id)
+                    if current is not None:
+                        index[id] = current
+                self._index = index
+        finally:
+            with self._lock:
+                self._rescans = [s for s in self._rescans if s is not changed_meanwhile]
         for entry in os.scandir(self._msg):
             name = entry.name
             if name in seen:
@@ -296,8 +318,6 @@ class Queue:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed += 1
-        with self._lock:
-            self._index = seen
         if quarantined or removed:
             self._sync(self._env, self._msg, self._corrupt, self._tmp)
         return RecoveryReport(len(seen), tuple(quarantined), removed)
@@ -451,8 +471,7 @@ class Queue:
             if isinstance(exc, OSError):
                 raise QueueError(f"cannot queue the message: {exc.strerror or exc}") from exc
             raise
-        with self._lock:
-            self._index[id] = self._indexed(entry, signature)
+        self._set_indexed(id, self._indexed(entry, signature))
         self._changed()
         return entry
 
@@ -502,6 +521,17 @@ class Queue:
         self._sync(self._env)
         st = os.lstat(self._env / entry.id)
         return (st.st_ino, st.st_mtime_ns)
+
+    def _set_indexed(self, id: str, item: _Indexed | None) -> None:
+        """Every change this process makes to one entry's index goes through here (None
+        drops it), so that a rescan under way keeps it."""
+        with self._lock:
+            if item is None:
+                self._index.pop(id, None)
+            else:
+                self._index[id] = item
+            for changed in self._rescans:
+                changed.add(id)
 
     @staticmethod
     def _indexed(entry: QueueEntry, signature: tuple[int, int]) -> _Indexed:
@@ -570,6 +600,12 @@ class Queue:
             candidates.sort()
         return [id for _next, id in candidates]
 
+    def size_of(self, id: str) -> int | None:
+        """The message size the index records for `id`; None when it is not indexed."""
+        with self._lock:
+            item = self._index.get(id)
+        return None if item is None else item.size
+
     def next_due(self, exclude: Container[str] = ()) -> float | None:
         """The earliest next-attempt time of an entry that is not held (nor in `exclude`)."""
         with self._lock:
@@ -603,8 +639,7 @@ class Queue:
         try:
             fd = os.open(self._msg / id, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except (FileNotFoundError, OSError) as exc:
-            with self._lock:
-                self._index.pop(id, None)
+            self._set_indexed(id, None)
             if isinstance(exc, FileNotFoundError) or exc.errno == errno.ELOOP:
                 raise EntryNotFound(f"no queue entry {id}") from None
             raise QueueError(f"cannot open {id}: {exc.strerror or exc}") from exc
@@ -624,25 +659,38 @@ class Queue:
                 current = self.get(id)
             except QueueError as exc:
                 if isinstance(exc, EntryNotFound):
-                    with self._lock:
-                        self._index.pop(id, None)
+                    self._set_indexed(id, None)
                     raise
                 self._quarantine(id, why=str(exc))
                 raise EntryNotFound(f"queue entry {id} was damaged and quarantined") from None
             updated = change(current)
             if updated is None:
                 self._remove_files(id)
-                with self._lock:
-                    self._index.pop(id, None)
+                self._set_indexed(id, None)
                 return None
             if updated != current:
                 try:
                     signature = self._write_envelope(updated)
                 except OSError as exc:
                     raise QueueError(f"cannot update {id}: {exc.strerror or exc}") from exc
-                with self._lock:
-                    self._index[id] = self._indexed(updated, signature)
+                self._set_indexed(id, self._indexed(updated, signature))
+            else:
+                self._refresh_indexed(id, current)
             return updated
+
+    def _refresh_indexed(self, id: str, entry: QueueEntry) -> None:
+        """Bring the index in line with an envelope read from disk that another process
+        changed (e.g. `mailhost queue hold` while the wake-up FIFO is unusable): else
+        the runner would keep finding a held entry due until the next rescan."""
+        with self._lock:
+            known = self._index.get(id)
+        if known is not None and known == self._indexed(entry, known.signature):
+            return
+        try:
+            st = os.stat(self._env / id)
+        except OSError:
+            return
+        self._set_indexed(id, self._indexed(entry, (st.st_ino, st.st_mtime_ns)))
 
     def _remove_files(self, id: str) -> None:
         # The envelope goes first: without it the message is an orphan that scans remove.
