@@ -537,6 +537,12 @@ def create_maildir(path: Path, *, subfolder: bool, fsync: bool) -> None:
         fsync_dir(path.parent)
 
 
+# What an add returns per message: (uid, modseq, uidvalidity), all of the commit itself,
+# so the caller needs no further read of the index (which could fail after the message is
+# durable, and turn a stored message into an error the client retries).
+Added = tuple[int, int, int]
+
+
 class _AddRequest:
     """One caller's messages waiting in a group commit."""
 
@@ -546,14 +552,14 @@ class _AddRequest:
         self.items = items
         self.done = threading.Event()
         self.leads = False
-        self.result: list[tuple[int, int]] | None = None
+        self.result: list[Added] | None = None
         self.error: BaseException | None = None
 
-    def finish(self, result: list[tuple[int, int]] | None, error: BaseException | None) -> None:
+    def finish(self, result: list[Added] | None, error: BaseException | None) -> None:
         self.result, self.error = result, error
         self.done.set()
 
-    def outcome(self) -> list[tuple[int, int]]:
+    def outcome(self) -> list[Added]:
         if self.error is not None:
             raise self.error
         assert self.result is not None
@@ -1330,8 +1336,8 @@ class FolderIndex:
         info = self._info(state, bits & ALL_FLAG_BITS, state.keywords.get(uid, ()))
         return f"{folder}cur{os.sep}{file_name(key, size, uid, info)}"
 
-    def add(self, items: Sequence[Prepared]) -> list[tuple[int, int]]:
-        """Link prepared files in as new messages; [(uid, modseq)] once durable.
+    def add(self, items: Sequence[Prepared]) -> list[Added]:
+        """Link prepared files in as new messages; [(uid, modseq, uidvalidity)] once durable.
 
         Concurrent callers are committed in groups: the first to arrive leads and commits
         everything queued by then in one transaction; the others wait for its result, and
@@ -1378,7 +1384,7 @@ class FolderIndex:
 
     def _commit_group(self, group: list[_AddRequest]) -> None:
         if len(group) > 1:
-            results: list[tuple[int, int]] | None
+            results: list[Added] | None
             try:
                 results = self._add_now([item for r in group for item in r.items])
             except Exception:
@@ -1395,7 +1401,7 @@ class FolderIndex:
             except BaseException as exc:  # re-raised in the caller's thread
                 r.finish(None, exc)
 
-    def _add_now(self, items: Sequence[Prepared]) -> list[tuple[int, int]]:
+    def _add_now(self, items: Sequence[Prepared]) -> list[Added]:
         with self.locked() as state:
             first = state.uidnext
             if first + len(items) - 1 > MAX_UID:
@@ -1468,7 +1474,7 @@ class FolderIndex:
                         fsync_dir(self.path / "new")
                         fsync_dir(self.path / "cur")
                 raise
-            return [(op["uid"], ms) for op in ops]
+            return [(op["uid"], ms, state.uidvalidity) for op in ops]
 
     def store_flags(
         self,

@@ -846,8 +846,7 @@ class Folder:
         index = self._index
         with _io_errors():
             added = index.add(prepared)
-            uidvalidity = index.status().uidvalidity
-        return [AppendResult(self.id, uidvalidity, uid, modseq) for uid, modseq in added]
+        return [AppendResult(self.id, validity, uid, modseq) for uid, modseq, validity in added]
 
     def store_flags(
         self,
