@@ -99,7 +99,6 @@ from .model import (
     FolderSnapshot,
     FolderStatus,
     MessageSummary,
-    _datetime_ms,
 )
 from .records import HEADER, RecordError, decode_one, frame_obj, pack, scan, unpack
 
@@ -1596,7 +1595,7 @@ class FolderIndex:
             keywords=state.keywords.get(uid, frozenset()),
             modseq=state.modseqs[pos],
             size=state.sizes[pos],
-            internal_date=_datetime_ms(state.dates[pos]),
+            internal_date_ms=state.dates[pos],
         )
 
     def snapshot(self) -> FolderSnapshot:

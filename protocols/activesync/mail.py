@@ -329,7 +329,7 @@ def _all_tokens(
         bits = flags_to_bits(summary.flags)
         if bits & DELETED_BIT:
             continue
-        dates[uid] = int(summary.internal_date.timestamp() * 1000)
+        dates[uid] = summary.internal_date_ms
         if uid in extra:
             tokens[uid] = change_token(
                 bits & SHOWN_FLAGS, categories_of(summary.keywords), props.crc(folder_id, uid)

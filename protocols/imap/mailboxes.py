@@ -99,10 +99,10 @@ def recent_baseline(snap: FolderSnapshot, cutoff_ms: int) -> int:
     pos = len(snap) - 1
     while pos >= 0:
         summary = snap.summary_at(pos)
-        arrived = summary.internal_date
-        if summary.save_date is not None and summary.save_date < arrived:
-            arrived = summary.save_date
-        if round(arrived.timestamp() * 1000) <= cutoff_ms:  # dates are whole milliseconds
+        arrived = summary.internal_date_ms
+        if summary.save_date_ms is not None and summary.save_date_ms < arrived:
+            arrived = summary.save_date_ms
+        if arrived <= cutoff_ms:  # dates are whole milliseconds
             return summary.uid
         pos -= 1
     return 0
