@@ -233,6 +233,8 @@ class _FetchJob:
         self.opts = opts
         self.shared: ImapShared = s.shared
         self.attrs = cmd.attributes
+        # Response names of the body items (``BODY[1]<0>``), rendered once per command.
+        self.names = {id(a): a.response_name() for a in cmd.attributes if a.item in _BODY_ITEMS}
         items = {a.item for a in cmd.attributes}
         self.add_uid = cmd.uid
         # RFC 7162 3.1.4.1: CHANGEDSINCE implies MODSEQ in the responses.
@@ -495,7 +497,7 @@ class _FetchJob:
                     if handle is None:
                         handle = self._open(uid)
                     value, content = self._body_item(attr, handle, summary, metas.get(uid))
-                    add(attr.response_name(), value, content)
+                    add(self.names[id(attr)], value, content)
         except MessageNotFound:
             self.expunged = True
             return None
