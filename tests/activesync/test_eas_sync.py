@@ -421,3 +421,30 @@ def test_unknown_collection_is_hierarchy_changed(mail: MailEnv) -> None:
     client, _ = _ready(mail)
     assert sync_result(_sync(client, "nosuchfolder", "0")).status == 12
     assert CAROL  # the other accounts exist but are not this user's
+
+
+def test_fetches_share_the_response_byte_budget(
+    mail: MailEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fetch commands in a Sync count against the response's byte budget like the window's
+    Adds: past it a body is sent truncated (the device gets the rest with ItemOperations),
+    so a thousand fetches of a large message never build a response of that size."""
+    from protocols.activesync.commands import sync as sync_command
+
+    monkeypatch.setattr(sync_command, "MAX_RESPONSE_BYTES", 25_000)
+    line = "y" * 76 + "\r\n"
+    uid = mail.deliver(MBX, simple_message("fetched", body=line * 128))  # ~10 kB of body
+    client, folders = _ready(mail)
+    inbox = folders.by_type[2]
+    sid = f"{inbox}:{uid}"
+    key = sync_result(_sync(client, inbox, _start(client, inbox))).key
+    reply = sync_result(_sync(client, inbox, key, options=sync_options(body_preference(1)),
+                              commands=[fetch_command(sid)] * 4))  # fmt: skip
+    bodies = [r.find("ApplicationData") for r in reply.responses]
+    assert [r.text_of("Status") for r in reply.responses] == ["1"] * 4
+    sizes = [len((b.text_of("AirSyncBase:Body/Data") or "").encode()) for b in bodies]
+    truncated = [b.text_of("AirSyncBase:Body/Truncated") for b in bodies]
+    assert sizes[:2] == [len(line) * 128] * 2 and truncated[:2] == [None, None]
+    assert 0 < sizes[2] < len(line) * 128 and truncated[2] == "1"
+    assert sizes[3] == 0 and truncated[3] == "1"
+    assert sum(sizes) <= 25_000

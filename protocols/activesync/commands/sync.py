@@ -376,6 +376,10 @@ def _render_options(scope: SyncScope, options: CollectionOptions) -> RenderOptio
     )
 
 
+def _capped(limit: int | None, left: int) -> int:
+    return left if limit is None else min(limit, left)
+
+
 def _size_of(elements: list[Element]) -> int:
     size = 0
     for element in elements:
@@ -622,9 +626,19 @@ class CollectionSync:
             props = self.states.load_props(self.scope.mailbox_id)
             facts = facts_for(folder, snapshot, [uid], props).get(uid)
             if facts is not None:
-                data = email_application_data(
-                    facts, _render_options(self.scope, self.options), reader(folder, uid)
+                # The response's byte budget bounds fetched bodies too: a body past what is
+                # left is sent truncated (Truncated=1, MS-ASAIRS 2.2.2.52), and the device
+                # gets the rest with ItemOperations, as for any truncated body. Without
+                # this, MAX_CLIENT_COMMANDS fetches of a large message would all be held.
+                options = _render_options(self.scope, self.options)
+                left = max(0, self.budget.bytes)
+                options = replace(
+                    options,
+                    max_body_bytes=_capped(options.max_body_bytes, left),
+                    max_html_bytes=_capped(options.max_html_bytes, left),
                 )
+                data = email_application_data(facts, options, reader(folder, uid))
+                self.budget.bytes -= _size_of(data)
                 return E(
                     "AirSync:Fetch",
                     E("AirSync:ServerId", shown_id),
