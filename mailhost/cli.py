@@ -62,6 +62,10 @@ class CliError(Exception):
 # --- helpers -----------------------------------------------------------------------------
 
 
+# umask of every mailhost process: files 0640, folders 0750.
+FILE_CREATION_MASK = 0o027
+
+
 def _config_path(args: argparse.Namespace) -> Path:
     if getattr(args, "config", None):
         return Path(args.config)
@@ -73,7 +77,32 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 
 def _load(args: argparse.Namespace) -> configuration.Config:
-    return configuration.load(_config_path(args))
+    cfg = configuration.load(_config_path(args))
+    _act_as_data_owner(cfg.data_dir)
+    return cfg
+
+
+def _act_as_data_owner(data_dir: Path) -> None:
+    """Run as root (`sudo mailhost user add ...`), act as the user that owns the data
+    folder (the service's user): else a mailbox, a queue file or a device record this
+    command creates would belong to root, and the service could not open it."""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = data_dir.stat()
+    except OSError:
+        return  # nothing there yet: whatever reads it reports that
+    if owner.st_uid == 0:
+        return
+    import pwd
+
+    try:
+        name = pwd.getpwuid(owner.st_uid).pw_name
+        os.initgroups(name, owner.st_gid)
+    except (KeyError, OSError):
+        os.setgroups([])
+    os.setgid(owner.st_gid)
+    os.setuid(owner.st_uid)
 
 
 def _directory(args: argparse.Namespace) -> Directory:
@@ -137,17 +166,23 @@ def _user_row(directory: Directory, user: User, store: Store | None = None) -> d
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    dev = bool(args.dev)
+    # -c and --dev are global options that argparse leaves unset when absent.
+    dev = bool(getattr(args, "dev", False))
+    config_arg = getattr(args, "config", None)
     if args.dir:
         folder = Path(args.dir)
         config_path = folder / "mailhost.toml"
+        data_text = '"."'
+    elif config_arg and dev:
+        config_path = Path(config_arg)  # a development instance beside the given file
+        folder = config_path.parent
         data_text = '"."'
     elif dev:
         folder = configuration.DEV_DIR
         config_path = folder / "mailhost.toml"
         data_text = '"."'
     else:
-        config_path = Path(args.config) if args.config else configuration.PRODUCTION_CONFIG
+        config_path = Path(config_arg) if config_arg else configuration.PRODUCTION_CONFIG
         folder = configuration.PRODUCTION_DATA_DIR
         data_text = json.dumps(str(folder))
     if config_path.exists():
@@ -168,8 +203,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         cfg = configuration.with_listeners(cfg, address=args.listen, port_offset=0)
     text = configuration.render(cfg, data_dir_text=data_text)
     cfg = configuration.parse(tomllib.loads(text), source=config_path)  # what serve will read
-    config_path.parent.mkdir(parents=True, exist_ok=True)
+    # The data folder first, so that a development instance's folder (which holds the
+    # config too) gets its mode: password hashes and mail are for the service only.
     cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    config_path.parent.mkdir(parents=True, exist_ok=True)
     directory = Directory(cfg.directory_path)
     try:
         if domain:
@@ -431,6 +468,9 @@ def cmd_import(args: argparse.Namespace) -> int:
             store, user.guid, source, folder=args.folder, progress=bar.update
         )
     bar.done()
+    if not report.imported and not report.skipped and source.is_file() and source.stat().st_size:
+        # A file with content but no "From " line is not an mbox (a wrong path, say).
+        raise CliError(f"{source}: no messages found (not an mbox file?)")
     skipped = f", skipped {report.skipped}" if report.skipped else ""
     print(
         f"imported {report.imported} messages into {', '.join(report.folders) or 'Inbox'} "
@@ -1503,6 +1543,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # What the server and the CLI create (mail, the directory with its password hashes,
+    # keys, queue files) is for the service's user and group only.
+    os.umask(FILE_CREATION_MASK)
     try:
         result: int = args.func(args)
     except (

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -53,6 +57,48 @@ def test_init_makes_a_dev_instance_with_a_user_and_prints_the_password(tmp_path:
     assert directory.verify_login("demo@example.test", password) is not None
     assert directory.verify_login("demo@example.test", password + "x") is None
     directory.close()
+
+
+def _init(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        mailhost_argv(*args), cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_init_without_dev_and_with_a_config_path(tmp_path: Path) -> None:
+    """`init` without --dev (the production form, here into --dir) and `-c FILE init --dev`
+    both work; the instance's folder and its directory are for the service only."""
+    plain = _init("init", "--dir", str(tmp_path / "prod"), "--hostname", "mx.example.com",
+                  "--domain", "example.com", "--user", "you@example.com", cwd=tmp_path)  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    assert "user you@example.com password: " in plain.stdout
+    folder = tmp_path / "prod"
+    assert folder.stat().st_mode & 0o777 == 0o750
+    assert (folder / "directory.sqlite3").stat().st_mode & 0o077 == 0o040  # no "other"
+    assert 'hostname = "mx.example.com"' in (folder / "mailhost.toml").read_text()
+    given = tmp_path / "elsewhere" / "mine.toml"
+    dev = _init("-c", str(given), "init", "--dev", cwd=tmp_path)
+    assert dev.returncode == 0, dev.stderr
+    assert given.exists() and not (tmp_path / "var").exists()
+    assert "user demo@example.test password: " in dev.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_the_cli_run_as_root_acts_as_the_owner_of_the_data_folder(
+    request: pytest.FixtureRequest,
+) -> None:
+    """`sudo mailhost ...` must not leave root-owned files the service cannot open."""
+    nobody = pwd.getpwnam("nobody")
+    base = Path(tempfile.mkdtemp(prefix="mailhost-owner-"))  # pytest's own is root-only
+    base.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    instance = Instance.create(base / "instance")
+    subprocess.run(["chown", "-R", f"{nobody.pw_uid}:{nobody.pw_gid}", str(instance.folder)],
+                   check=True)  # fmt: skip
+    instance.cli("user", "add", "new@example.test", input="a long password 123\n")
+    instance.cli("user", "set", "new@example.test", "--quota", "1G")
+    owners = {p.stat().st_uid for p in instance.folder.rglob("*")}
+    assert owners == {nobody.pw_uid}
 
 
 def test_domains_round_trip(instance: Instance) -> None:
@@ -316,6 +362,9 @@ def test_import_stats_and_reindex(instance: Instance, tmp_path: Path) -> None:
     (maildir / "cur" / "1.a.host:2,S").write_bytes(b"Subject: read\r\n\r\nbody\r\n")
     (maildir / ".Projects" / "new" / "2.b.host").write_bytes(b"Subject: project\r\n\r\nbody\r\n")
     assert "imported 2 messages" in instance.cli("import", "demo@example.test", str(maildir)).stdout
+    not_mbox = tmp_path / "hostname"
+    not_mbox.write_text("mail.example.test\n")
+    _fails_with(instance, "import", "demo@example.test", str(not_mbox), message="no messages found")
     stats = json.loads(instance.cli("mailbox", "stats", "demo@example.test", "--json").stdout)
     counts = {f["folder"]: (f["messages"], f["unseen"]) for f in stats["folders"]}
     assert counts["Archive"] == (2, 2)

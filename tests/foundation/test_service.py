@@ -229,6 +229,24 @@ def test_status_reports_the_running_server(server: Server, instance: Instance) -
     assert stopped.returncode == 3 and "not running" in stopped.stdout
 
 
+def test_http_connections_the_client_closed_free_their_slot_at_once(instance: Instance) -> None:
+    """A closed keep-alive connection must not keep counting against its address until
+    the keep-alive timer runs out: many short requests from one address (phones behind
+    one NAT) would otherwise be refused."""
+    instance.set_config("service", "max_connections_per_address", "3")
+    context = instance.client_context(check_hostname=False)
+    with instance.start() as server:
+        for n in range(12):
+            with context.wrap_socket(socket.create_connection(server.address("https"), 5)) as s:
+                s.sendall(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert _read_line(s).startswith(b"HTTP/1.1 "), n
+            plain = socket.create_connection(server.address("http"), 5)
+            with plain:
+                plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert _read_line(plain).startswith(b"HTTP/1.1 301"), n
+            time.sleep(0.05)  # the server sees the close (a bounded number of requests)
+
+
 def test_connections_over_the_per_address_limit_are_refused(instance: Instance) -> None:
     instance.set_config("service", "max_connections_per_address", "2")
     context = instance.client_context(check_hostname=False)
