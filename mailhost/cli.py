@@ -191,6 +191,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     domain = args.domain or ("example.test" if dev else None)
     user = args.user or (f"demo@{domain}" if dev and domain else None)
     cfg = configuration.Config(hostname=hostname, data_dir=folder)
+    if user:
+        # The first user answers for postmaster (RFC 5321 4.5.1) until the operator says
+        # otherwise, and gets the double bounces.
+        cfg = dataclasses.replace(cfg, queue=dataclasses.replace(cfg.queue, postmaster=user))
     if args.ephemeral_ports:
         cfg = configuration.with_listeners(
             cfg, address=args.listen or "127.0.0.1", port_offset=None

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocols.smtp.core import RFC_MIN_RECIPIENTS
+from transport.envelope import MAX_RECIPIENTS as QUEUE_MAX_RECIPIENTS
+
 PRODUCTION_CONFIG = Path("/etc/mailhost/mailhost.toml")
 PRODUCTION_DATA_DIR = Path("/var/lib/mailhost")
 DEV_DIR = Path("var")
@@ -125,7 +128,7 @@ class SmtpConfig:
     max_message_size: int = doc(
         "largest message accepted, in bytes (advertised with SIZE)", 25 * 1024 * 1024
     )
-    max_recipients: int = doc("recipients per message (RFC 5321 asks for at least 100)", 1000)
+    max_recipients: int = doc("recipients per message: 100 (RFC 5321) to 1000 (the queue)", 1000)
     anonymous_on_default: bool = doc(
         "the Default connector (port 25) takes mail from anyone for accepted domains "
         "(Exchange's AnonymousUsers permission group); false: authenticated senders only",
@@ -154,7 +157,11 @@ class QueueConfig:
     maximal_backoff: float = doc("longest wait between retries, in seconds", 4000.0)
     lifetime_hours: float = doc("hours a message may wait before it bounces", 120.0)
     delay_warning_hours: float = doc("hours before the sender is told of a delay; 0: never", 4.0)
-    postmaster: str = doc("where double bounces go; empty: they are only logged", "")
+    postmaster: str = doc(
+        "mail for postmaster (where no such mailbox exists) and double bounces go here;"
+        " empty: postmaster mail is refused and double bounces only logged",
+        "",
+    )
     max_connections: int = doc("outbound SMTP connections at once", 100)
     max_per_destination: int = doc("connections at once to one destination", 20)
     mx_port: int = doc("port of MX hosts (25; other values are for staging setups)", 25)
@@ -325,8 +332,14 @@ def _check(config: Config) -> None:
         raise ConfigError(f"{where}: service.shutdown_grace: must not be negative")
     if config.service.max_connections_per_address < 1:
         raise ConfigError(f"{where}: service.max_connections_per_address: must be at least 1")
-    if config.smtp.max_message_size < 1024 or config.smtp.max_recipients < 1:
-        raise ConfigError(f"{where}: smtp: max_message_size >= 1024 and max_recipients >= 1")
+    if config.smtp.max_message_size < 1024:
+        raise ConfigError(f"{where}: smtp.max_message_size: must be at least 1024")
+    if not RFC_MIN_RECIPIENTS <= config.smtp.max_recipients <= QUEUE_MAX_RECIPIENTS:
+        # RFC 5321 4.5.3.1.8 asks for at least 100; the queue holds at most its envelope's
+        # recipients, and a message must never be accepted for more than it can queue.
+        raise ConfigError(
+            f"{where}: smtp.max_recipients: want {RFC_MIN_RECIPIENTS} to {QUEUE_MAX_RECIPIENTS}"
+        )
     queue = config.queue
     if queue.minimal_backoff <= 0 or queue.maximal_backoff < queue.minimal_backoff:
         raise ConfigError(f"{where}: queue: want 0 < minimal_backoff <= maximal_backoff")

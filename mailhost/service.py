@@ -102,6 +102,7 @@ class Service:
             self.store,
             spool_dir=config.spool_dir,
             queue=HubQueue(self.queue, self.router),
+            postmaster=lambda: self.config.queue.postmaster or None,
         )
         self.smtp_backend = HubBackend(
             self.hub, self.auth, BackendSettings(hostname=config.hostname)

@@ -21,7 +21,7 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -167,8 +167,12 @@ class Hub:
         spool_dir: Path,
         queue: RemoteQueue | None = None,
         after_local: LocalDeliveryHook | None = None,
+        postmaster: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.directory = directory
+        # The address that receives mail for "postmaster" where no mailbox or alias of that
+        # name exists (RFC 5321 4.5.1); asked each time, so a reloaded config applies.
+        self.postmaster = postmaster
         self.store = store
         self.spool_dir = spool_dir
         self.queue = queue
@@ -181,6 +185,11 @@ class Hub:
     def route(self, address: str, *, authenticated: bool, size: int | None = None) -> Route:
         """Decide what happens to mail for `address` (local@domain, domain lower-cased)."""
         local_part, _, domain = address.rpartition("@")
+        # RFC 5321 4.5.1: "postmaster" (any case) MUST be accepted, with any of our
+        # domains and bare ("RCPT TO:<Postmaster>", RFC 5321 4.1.1.3).
+        postmaster = local_part.lower() == "postmaster"
+        if postmaster and not domain:
+            return self._to_postmaster(size)
         if not local_part or not domain or domain.startswith("["):
             # An address literal is never one of our domains (RFC 2505 2.6).
             return self._foreign(domain, authenticated)
@@ -192,8 +201,22 @@ class Hub:
             if mailbox is not None:
                 return self._local(mailbox, size)
             if kind is DomainKind.AUTHORITATIVE:
+                if postmaster:
+                    return self._to_postmaster(size)
                 return Route(Verdict.UNKNOWN_USER, reason=f"no mailbox for {address}")
         return self._relay(domain)
+
+    def _to_postmaster(self, size: int | None) -> Route:
+        """Postmaster mail without a mailbox of that name: to the configured address."""
+        configured = self.postmaster()
+        if configured:
+            local, _, domain = configured.rpartition("@")
+            mailbox = self.directory.local_recipient(f"{local}@{domain.lower()}")
+            if mailbox is not None:
+                return self._local(mailbox, size)
+        return Route(
+            Verdict.UNKNOWN_USER, reason="no postmaster mailbox (set queue.postmaster)"
+        )
 
     def _local(self, mailbox: LocalRecipient, size: int | None) -> Route:
         if size is not None:

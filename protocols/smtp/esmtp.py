@@ -22,6 +22,7 @@ __all__ = [
     "MAX_AUTH_PARAM",
     "MAX_ENVID",
     "MAX_ORCPT",
+    "MAX_ORCPT_ADDR_TYPE",
     "BodyType",
     "DsnNotify",
     "DsnReturn",
@@ -39,6 +40,10 @@ __all__ = [
 MAX_ENVID = 100
 # RFC 3461 4.2: the ORCPT parameter may be up to 500 characters.
 MAX_ORCPT = 500
+# Its addr-type ("rfc822", "utf-8"): the RFC sets no bound; the queue keeps 64 octets, so
+# a longer one is refused here, at RCPT, and never after DATA (where local copies may
+# already have landed and a refusal would make the client send them again).
+MAX_ORCPT_ADDR_TYPE = 64
 # RFC 4954 5: the AUTH= parameter adds up to 500 characters to the MAIL command.
 MAX_AUTH_PARAM = 500
 # RFC 1870 3: "size-value ::= 1*20DIGIT".
@@ -353,6 +358,8 @@ def parse_rcpt_params(text: str, extensions: Extensions, *, esmtp: bool) -> Rcpt
             addr_type, semicolon, xtext = encoded.partition(";")
             if not semicolon or not _ADDR_TYPE.fullmatch(addr_type) or not xtext:
                 raise _syntax("ORCPT must be addr-type;xtext")
+            if len(addr_type) > MAX_ORCPT_ADDR_TYPE:
+                raise _syntax("ORCPT address type too long")
             # todo(rfc 6533 3): utf-8-addr-unitext forms of ORCPT under SMTPUTF8.
             try:
                 address = xtext_decode(xtext)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import io
 import logging
 import os
@@ -384,28 +385,49 @@ class _Spool:
         self._size = 0
         self._file: BinaryIO | None = None
         self._path: str | None = None
+        # A write that failed (disk full, the spool folder gone): the rest of the message
+        # is read and dropped, and its end gets a 4xx instead of the session breaking.
+        self.failed: OSError | None = None
 
     async def write(self, data: bytes) -> None:
         self._size += len(data)
+        if self.failed is not None:
+            return
         file = self._file
-        if file is None:
-            self._parts.append(data)
-            if self._size <= self._memory_limit:
-                return
-            opened, self._path = await trio.to_thread.run_sync(self._open_file)
-            self._file = file = opened
-            data = b"".join(self._parts)
-            self._parts = []
-        await trio.to_thread.run_sync(file.write, data)
+        try:
+            if file is None:
+                self._parts.append(data)
+                if self._size <= self._memory_limit:
+                    return
+                opened, self._path = await trio.to_thread.run_sync(self._open_file)
+                self._file = file = opened
+                data = b"".join(self._parts)
+                self._parts = []
+            await trio.to_thread.run_sync(file.write, data)
+        except OSError as exc:
+            await self._fail(exc)
+
+    async def _fail(self, exc: OSError) -> None:
+        self.failed = exc
+        logger.warning("cannot spool a message: %s", exc.strerror or exc)
+        with trio.CancelScope(shield=True):
+            await self.discard()
 
     def _open_file(self) -> tuple[BinaryIO, str]:
         handle, path = tempfile.mkstemp(prefix="smtp-", suffix=".msg", dir=self._directory)
         return os.fdopen(handle, "wb"), path
 
-    async def finish(self) -> MessageContent:
+    async def finish(self) -> MessageContent | None:
+        """The message, or None when spooling failed (see `failed`)."""
+        if self.failed is not None:
+            return None
         if self._file is None:
             return MessageContent(self._size, data=b"".join(self._parts))
-        await trio.to_thread.run_sync(self._file.flush)
+        try:
+            await trio.to_thread.run_sync(self._file.flush)
+        except OSError as exc:
+            await self._fail(exc)
+            return None
         return MessageContent(self._size, path=self._path)
 
     async def discard(self) -> None:
@@ -417,12 +439,18 @@ class _Spool:
 
 
 def _close_and_remove(file: BinaryIO, path: str | None) -> None:
-    file.close()
+    with contextlib.suppress(OSError):  # a close that fails to flush: the file goes anyway
+        file.close()
     if path is not None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
+
+
+def _spool_failure_reply(exc: OSError) -> Reply:
+    """RFC 3463 4.3.1 "mail system full" when the disk is, else a plain local error."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return Reply(452, "4.3.1", "Insufficient system storage, try again later")
+    return Reply(451, "4.3.0", "Local error writing the message, try again later")
 
 
 class _Closing(Exception):
@@ -775,6 +803,12 @@ class _Session:
         mail = self.conn.mail
         assert mail is not None
         message = await self.spool.finish()
+        if message is None:
+            assert self.spool.failed is not None
+            reply = _spool_failure_reply(self.spool.failed)
+            await self._drop_spool()
+            await self._reply(reply, f"message from=<{mail.sender or ''}>")
+            return
         envelope = Envelope(
             session_id=self.id,
             sender=mail.sender,

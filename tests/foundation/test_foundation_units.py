@@ -60,6 +60,17 @@ def test_config_rejects_unknown_keys_and_wrong_types(tmp_path: Path) -> None:
         config.parse({"hostname": "mail.example.com", "tls": 3}, source=source)
     relative = config.parse({"hostname": "mail.example.com", "data_dir": "data"}, source=source)
     assert relative.data_dir == tmp_path.resolve() / "data"
+    # Recipients per message: the RFC 5321 minimum up to what one queue envelope holds
+    # (below it every SMTP session would fail; above it a message could be accepted for
+    # recipients the queue then refuses).
+    for bad in (99, 1001):
+        with pytest.raises(config.ConfigError, match=r"smtp\.max_recipients: want 100 to 1000"):
+            config.parse(
+                {"hostname": "mail.example.com", "smtp": {"max_recipients": bad}}, source=source
+            )
+    for good in (100, 1000):
+        smtp = {"max_recipients": good}
+        assert config.parse({"hostname": "mail.example.com", "smtp": smtp}, source=source)
 
 
 def test_rendered_config_parses_back_to_the_same_settings(tmp_path: Path) -> None:

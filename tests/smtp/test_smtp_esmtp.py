@@ -10,6 +10,7 @@ from protocols.smtp.esmtp import (
     MAX_AUTH_PARAM,
     MAX_ENVID,
     MAX_ORCPT,
+    MAX_ORCPT_ADDR_TYPE,
     BodyType,
     DsnNotify,
     DsnReturn,
@@ -23,6 +24,7 @@ from protocols.smtp.esmtp import (
     xtext_encode,
 )
 from protocols.smtp.replies import SmtpError
+from transport.envelope import OriginalRecipient as QueuedRecipient
 
 ALL = Extensions(size=1000, auth=("PLAIN",))
 
@@ -147,10 +149,17 @@ def test_malformed_mail_parameters_are_501(text: str) -> None:
         " ORCPT=rfc822;a+0Ab",
         " ORCPT=rfc 822;a",
         " ORCPT=rfc822;" + "a" * MAX_ORCPT,
+        " ORCPT=" + "x" * (MAX_ORCPT_ADDR_TYPE + 1) + ";bob+40remote.example",
     ],
 )
 def test_malformed_rcpt_parameters_are_501(text: str) -> None:
     assert code_of(lambda: rcpt(text)) == (501, "5.5.4")
+
+
+def test_the_longest_orcpt_address_type_the_queue_keeps_is_accepted() -> None:
+    params = rcpt(" ORCPT=" + "x" * MAX_ORCPT_ADDR_TYPE + ";bob+40remote.example")
+    assert params.orcpt is not None
+    QueuedRecipient(params.orcpt.addr_type, params.orcpt.address)  # the queue takes it
 
 
 def test_xtext() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import ssl
@@ -14,6 +15,7 @@ import trio
 import trio.testing
 from smtp_helpers import HOSTNAME, PEER, SmtpTestClient, make_settings
 
+from protocols.smtp import session as session_module
 from protocols.smtp.address import Address
 from protocols.smtp.esmtp import BodyType, DsnNotify, DsnReturn
 from protocols.smtp.fakes import DictBackend
@@ -445,6 +447,32 @@ async def test_a_delivered_message_gets_its_250_even_when_the_session_is_cut(
     assert (await client.reply())[0] == 421
     assert await client.closed()
     assert len(backend.delivered) == 1
+
+
+async def test_a_message_that_cannot_be_spooled_gets_a_4xx_and_the_session_goes_on(
+    memory_session: Start, backend: DictBackend, tmp_path: Path
+) -> None:
+    """The spool folder is gone (or the disk full) while a large message arrives: the rest
+    of the message is read and dropped, its end is answered 451/452, and the session can
+    send the next message."""
+    settings = make_settings(memory_spool_limit=100, spool_directory=str(tmp_path / "gone"))
+    client = memory_session(settings)
+    await hello(client)
+    for _ in range(2):
+        await transaction(client, "alice@example.org")
+        assert await client.code("DATA") == 354
+        await client.send(b"Subject: big\r\n\r\n" + b"x" * 78 + b"\r\n" * 1 + b"y" * 500)
+        code, lines = await client.command(b"\r\n.")
+        assert (code, lines[0].split()[0]) == (451, "4.3.0")
+    assert backend.delivered == []
+    assert await client.code("NOOP") == 250
+
+
+def test_a_full_disk_is_452_mail_system_full() -> None:
+    reply = session_module._spool_failure_reply(OSError(errno.ENOSPC, "No space left"))
+    assert (reply.code, reply.enhanced) == (452, "4.3.1")
+    reply = session_module._spool_failure_reply(OSError(errno.EIO, "I/O error"))
+    assert (reply.code, reply.enhanced) == (451, "4.3.0")
 
 
 async def test_draining_closes_an_idle_session_at_once(memory_session: Start) -> None:

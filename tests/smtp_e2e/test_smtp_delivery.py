@@ -6,6 +6,7 @@ import smtplib
 import ssl
 import subprocess
 from email.message import EmailMessage
+from email.policy import SMTP
 
 import pytest
 from harness import Instance, Server
@@ -250,3 +251,27 @@ def test_tls_context_rejects_nothing_modern(server: Server, instance: Instance) 
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     with smtplib.SMTP_SSL(*server.address("submissions"), context=context, timeout=10) as client:
         assert client.noop()[0] == 250
+
+
+def test_postmaster_is_accepted_bare_and_at_every_accepted_domain(instance: Instance) -> None:
+    """RFC 5321 4.5.1: mail to postmaster (any case, "<Postmaster>" without a domain too)
+    must be accepted; without a mailbox of that name it goes to queue.postmaster, which
+    `mailhost init` sets to its first user. Unset, postmaster mail is refused as unknown."""
+    instance.cli("domain", "add", "second.test")
+    with instance.start() as server, smtplib.SMTP(*server.address("smtp"), timeout=10) as c:
+        c.ehlo("sender.remote.example")
+        for n, rcpt in enumerate(["Postmaster", "postmaster@example.test",
+                                  "POSTMASTER@SECOND.TEST"]):  # fmt: skip
+            assert c.mail("alice@remote.example")[0] == 250
+            assert c.rcpt(f"<{rcpt}>")[0] == 250, rcpt
+            assert c.data(_message(f"to postmaster {n}", rcpt).as_bytes(policy=SMTP))[0] == 250
+        assert c.mail("alice@remote.example")[0] == 250
+        assert c.rcpt("<postmaster@remote.example>")[0] == 554  # still no relay
+        c.rset()
+    subjects = sorted(m["Subject"] for m in instance.inbox("demo@example.test"))
+    assert subjects == [f"to postmaster {n}" for n in range(3)]
+    instance.set_config("queue", "postmaster", '""')
+    with instance.start() as server, smtplib.SMTP(*server.address("smtp"), timeout=10) as c:
+        c.ehlo("sender.remote.example")
+        assert c.mail("alice@remote.example")[0] == 250
+        assert c.rcpt("<Postmaster>")[0] == 550
