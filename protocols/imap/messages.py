@@ -260,7 +260,9 @@ class _FetchJob:
         path = self.paths.get(uid)
         if path is not None:
             try:
-                return open(path, "rb")
+                # Unbuffered: each item reads its span in one call (see _read_span), and
+                # a buffer per message costs more than the reads it would save.
+                return open(path, "rb", buffering=0)
             except FileNotFoundError:
                 pass
         return self.sel.folder.open_message(uid)
@@ -543,8 +545,7 @@ class _FetchJob:
             start = min(end, start + partial.origin)
             end = min(end, start + partial.count)
             partial = None
-        handle.seek(start)
-        data = handle.read(max(0, end - start))
+        data = _read_span(handle, start, max(0, end - start))
         if fields is not None:
             data = filter_header_fields(data, fields, exclude=exclude)
         if encoding is not None:
@@ -566,6 +567,24 @@ class _FetchJob:
             return storemap.part_spans(meta.structure)
         handle.seek(0)
         return parse_spans(handle.read())  # no usable cached structure: locate the parts
+
+
+def _read_span(handle: IO[bytes], start: int, length: int) -> bytes:
+    """``length`` octets from ``start`` (fewer at the end of the file). An unbuffered
+    file reads with one system call, which may return less than asked: go on until done."""
+    handle.seek(start)
+    data = handle.read(length)
+    if len(data) >= length or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < length:
+        more = handle.read(length - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 def _pieces(seq: int, items: list[tuple[bytes, bytes]], apart: dict[int, bytes]) -> list[bytes]:
