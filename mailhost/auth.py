@@ -7,17 +7,35 @@ ActiveSync (reliability-security item 34):
   with the account's recent failures from anywhere (a guessing campaign spread over many
   addresses is slowed too);
 - an address past `max_failures_per_minute` or `max_failures_per_day` is refused
-  without a password check until its window clears (mox: 10/min, 50/day per IP).
-The account alone is never locked and its owner's correct password is never delayed: a
-stranger hammering someone's account does not stop its owner logging in.
+  without a password check until its window clears (mox: 10/min, 50/day per IP);
+- an address is counted together with its networks, and refused when any of them is
+  past its limits: an IPv6 address by its /64 (one customer, so one address's limits)
+  and its /48, an IPv4 address by itself and its /24; the /48 and the /24 get
+  WIDE_NETWORK_FACTOR times the limits. Loopback addresses are this host: counted one
+  by one, as before;
+- a check holds a place in its address's budgets from the moment it starts, so guesses
+  sent in parallel see each other and at most the limit of them reach the password hash:
+  a failure keeps its place; a right password, or a check that broke or was cancelled,
+  gives it back. A check finding the rest of a budget held by checks still running waits
+  for them (they may give it back) rather than being refused: a busy NAT logging in
+  rightly is not throttled, only failures are;
+- at most MAX_CHECKS_IN_FLIGHT_PER_ACCOUNT checks of one account run at once, from
+  anywhere: a campaign from many addresses cannot pile up hashes on one account (the
+  slowdown above only delays answers).
+The account alone is never locked and its owner's correct password is never delayed by
+failures: a stranger hammering someone's account does not stop its owner logging in. The
+one exception is the cap on checks at once: while it is full, the owner too is asked to
+come back later (the price of bounding the hashes one account can cost).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import trio
 
@@ -30,14 +48,125 @@ from protocols.auth import Account, Login, LoginOutcome
 HASH_THREADS = 2
 MINUTE = 60.0
 DAY = 86400.0
-MAX_TRACKED_ADDRESSES = 100_000
+MAX_TRACKED_KEYS = 100_000  # addresses, networks and accounts, per table
+FORGET_AT_ONCE = 1000  # keys dropped when a table is full
 MAX_FAILURE_DELAY = 15.0
 # Failures on one account in a minute, from any address, before its failures slow down
 # (a user mistyping from a phone, a laptop and a tablet stays well below this).
 ACCOUNT_FAILURES_BEFORE_SLOWING = 10
+# Checks of one account running at once, from any address; more are refused as throttled.
+# Above an owner's own burst: a desktop client opening its IMAP connections (Thunderbird
+# keeps up to 5), a phone and a submission at the same moment.
+MAX_CHECKS_IN_FLIGHT_PER_ACCOUNT = 8
 MAX_ACCOUNT_KEY = 320  # an address is at most 254 octets; anything longer is cut
+MAX_PEER_KEY = 64  # a peer that is not an IP address (never from a socket) is cut
+# Networks counted with the address. RFC 4291 2.5.1: an IPv6 subnet is a /64, the
+# smallest network a customer gets, so it has one address's limits; RIPE-690 gives a
+# business site a /48 (RFC 6177 leaves the size to the provider). An IPv4 /24 is a
+# provider's pool or an office's network.
+IPV6_SUBNET_PREFIX = 64
+IPV6_SITE_PREFIX = 48
+IPV4_NETWORK_PREFIX = 24
+WIDE_NETWORK_FACTOR = 5  # the /48 and the IPv4 /24 get this many times the limits
 
 log = logging.getLogger("mailhost.auth")
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One counter a client's failures go to, with its share of the limits."""
+
+    key: str  # an address ("192.0.2.9") or a network ("2001:db8::/64")
+    factor: int  # the limits, in multiples of one address's
+
+
+def buckets_of(peer: str) -> tuple[Bucket, ...]:
+    """The counters of a client at address `peer`, narrowest first."""
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(peer)
+    except ValueError:
+        return (Bucket(peer[:MAX_PEER_KEY], 1),)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # an IPv4 client on a dual-stack socket
+    if address.is_loopback:
+        return (Bucket(str(address), 1),)
+    if isinstance(address, ipaddress.IPv4Address):
+        network = ipaddress.IPv4Network((int(address), IPV4_NETWORK_PREFIX), strict=False)
+        return (Bucket(str(address), 1), Bucket(str(network), WIDE_NETWORK_FACTOR))
+    subnet = ipaddress.IPv6Network((int(address), IPV6_SUBNET_PREFIX), strict=False)
+    site = ipaddress.IPv6Network((int(address), IPV6_SITE_PREFIX), strict=False)
+    return (Bucket(str(subnet), 1), Bucket(str(site), WIDE_NETWORK_FACTOR))
+
+
+def account_key(login: str) -> str:
+    """The account a login names, as counted: "EXAMPLE\\Alice" is "alice"."""
+    return login.strip().lower().rsplit("\\", 1)[-1][:MAX_ACCOUNT_KEY]
+
+
+@dataclass(slots=True)
+class _Counter:
+    failures: deque[float] = field(default_factory=deque)  # times, oldest first
+    in_flight: int = 0  # checks started and not finished
+    finished: trio.Event | None = None  # set when one of them finishes
+
+
+class FailureCounts:
+    """Failure times by key, kept for `memory` seconds, and the checks still running."""
+
+    def __init__(self, clock: Callable[[], float], memory: float) -> None:
+        self._clock = clock
+        self._memory = memory
+        self._counters: dict[str, _Counter] = {}
+
+    def recent(self, key: str, window: float) -> int:
+        """Failures of `key` in the last `window` seconds (checks in flight not counted)."""
+        counter = self._counters.get(key)
+        if counter is None:
+            return 0
+        horizon = self._clock() - window
+        count = 0
+        for when in reversed(counter.failures):
+            if when <= horizon:
+                break
+            count += 1
+        return count
+
+    def in_flight(self, key: str) -> int:
+        counter = self._counters.get(key)
+        return 0 if counter is None else counter.in_flight
+
+    def start(self, key: str) -> None:
+        self._counters.setdefault(key, _Counter()).in_flight += 1
+
+    async def wait_check_finished(self, key: str) -> None:
+        """Until a check of `key` in flight finishes (there must be one)."""
+        counter = self._counters[key]
+        if counter.finished is None:
+            counter.finished = trio.Event()
+        await counter.finished.wait()
+
+    def finish(self, key: str, *, failed: bool) -> None:
+        counter = self._counters[key]  # there since start(): a key in flight is kept
+        counter.in_flight -= 1
+        if counter.finished is not None:
+            counter.finished.set()
+            counter.finished = None
+        now = self._clock()
+        if failed:
+            counter.failures.append(now)
+        while counter.failures and counter.failures[0] <= now - self._memory:
+            counter.failures.popleft()
+        if not counter.failures and not counter.in_flight:
+            del self._counters[key]
+        elif len(self._counters) > MAX_TRACKED_KEYS:
+            self._forget_quietest()
+
+    def _forget_quietest(self) -> None:
+        # Bounded memory under a spray; keys with checks in flight stay.
+        idle = [k for k, c in self._counters.items() if not c.in_flight and c.failures]
+        idle.sort(key=lambda k: self._counters[k].failures[-1])
+        for stale in idle[:FORGET_AT_ONCE]:
+            del self._counters[stale]
 
 
 class Authenticator:
@@ -55,38 +184,41 @@ class Authenticator:
         self._clock = clock
         self._cache = VerifiedCredentials(clock=clock)
         self._limiter = trio.CapacityLimiter(HASH_THREADS)
-        self._failures: dict[str, deque[float]] = {}  # by client address
-        self._account_failures: dict[str, deque[float]] = {}  # by login, lower-cased
+        self._failures = FailureCounts(clock, DAY)  # by address and network
+        self._account_failures = FailureCounts(clock, MINUTE)  # by account_key()
 
     def failures_from(self, address: str) -> int:
-        return len(self._recent(address, DAY))
+        """Failures in the last day counted for `address` (for IPv6, its /64)."""
+        return self._failures.recent(buckets_of(address)[0].key, DAY)
 
-    def _recent(
-        self, key: str, window: float, table: dict[str, deque[float]] | None = None
-    ) -> deque[float]:
-        times = (self._failures if table is None else table).get(key, deque())
-        horizon = self._clock() - window
-        return deque(t for t in times if t > horizon)
-
-    def _throttled(self, address: str) -> bool:
-        settings = self._settings()
-        return (
-            len(self._recent(address, MINUTE)) >= settings.max_failures_per_minute
-            or len(self._recent(address, DAY)) >= settings.max_failures_per_day
-        )
-
-    def _record_failure(self, key: str, table: dict[str, deque[float]] | None = None) -> int:
-        table = self._failures if table is None else table
-        now = self._clock()
-        times = table.setdefault(key, deque())
-        while times and times[0] <= now - DAY:
-            times.popleft()
-        times.append(now)
-        if len(table) > MAX_TRACKED_ADDRESSES:
-            # Forget the quietest keys first; bounded memory under a spray.
-            for stale in sorted(table, key=lambda a: table[a][-1])[:1000]:
-                del table[stale]
-        return len(times)
+    async def _admit(self, buckets: tuple[Bucket, ...], account: str) -> str | None:
+        """Reserve a place for one check in every budget of the client and the account
+        (None), or say why the check is refused without hashing."""
+        while True:
+            settings = self._settings()
+            held_by = None
+            for bucket in buckets:
+                per_minute = settings.max_failures_per_minute * bucket.factor
+                per_day = settings.max_failures_per_day * bucket.factor
+                minute = self._failures.recent(bucket.key, MINUTE)
+                day = self._failures.recent(bucket.key, DAY)
+                if minute >= per_minute or day >= per_day:
+                    return f"too many failures from {bucket.key}"
+                pending = self._failures.in_flight(bucket.key)
+                if held_by is None and (minute + pending >= per_minute or day + pending >= per_day):
+                    held_by = bucket.key
+            if held_by is None:
+                break
+            # The rest of the budget is held by checks still running: each either fails
+            # (then the budget is spent) or gives its place back.
+            await self._failures.wait_check_finished(held_by)
+        if self._account_failures.in_flight(account) >= MAX_CHECKS_IN_FLIGHT_PER_ACCOUNT:
+            return "too many checks of the account at once"
+        # No checkpoint since the counts were read: the next guess sees this one.
+        for bucket in buckets:
+            self._failures.start(bucket.key)
+        self._account_failures.start(account)
+        return None
 
     def account(self, user: User) -> Account:
         return Account(
@@ -99,21 +231,30 @@ class Authenticator:
 
     async def authenticate(self, login: str, password: str, *, peer: str, protocol: str) -> Login:
         """Check `login`/`password` for a client at address `peer`."""
-        if self._throttled(peer):
-            log.warning(
-                "auth throttled: %s login=%r from %s (too many failures)", protocol, login, peer
-            )
+        buckets = buckets_of(peer)
+        account = account_key(login)
+        refusal = await self._admit(buckets, account)
+        if refusal is not None:
+            log.warning("auth throttled: %s login=%r from %s (%s)", protocol, login, peer, refusal)
             await trio.sleep(self._settings().failure_delay)
             return Login(LoginOutcome.THROTTLED)
-        user = await trio.to_thread.run_sync(
-            self._directory.verify_login, login, password, self._cache, limiter=self._limiter
-        )
+        failed = False
+        try:
+            user = await trio.to_thread.run_sync(
+                self._directory.verify_login, login, password, self._cache, limiter=self._limiter
+            )
+            failed = user is None
+        finally:
+            # A failure stays counted; a right password, an error or a cancellation (the
+            # hash did not answer) gives the place back.
+            for bucket in buckets:
+                self._failures.finish(bucket.key, failed=failed)
+            self._account_failures.finish(account, failed=failed)
         if user is not None:
             return Login(LoginOutcome.OK, self.account(user))
-        count = self._record_failure(peer)
-        account = login.strip().lower().rsplit("\\", 1)[-1][:MAX_ACCOUNT_KEY]
-        self._record_failure(account, self._account_failures)
-        by_account = len(self._recent(account, MINUTE, self._account_failures))
+        narrowest = buckets[0].key
+        count = self._failures.recent(narrowest, DAY)
+        by_account = self._account_failures.recent(account, MINUTE)
         log.warning(
             "auth failed: %s login=%r from %s (%d today from there, %d this minute on the account)",
             protocol,
@@ -122,7 +263,7 @@ class Authenticator:
             count,
             by_account,
         )
-        recent = len(self._recent(peer, MINUTE))
+        recent = self._failures.recent(narrowest, MINUTE)
         steps = max(0, recent - 3, by_account - ACCOUNT_FAILURES_BEFORE_SLOWING)
         delay = min(self._settings().failure_delay * 2 ** min(steps, 10), MAX_FAILURE_DELAY)
         await trio.sleep(delay)
