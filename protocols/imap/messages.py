@@ -235,6 +235,8 @@ class _FetchJob:
         self.attrs = cmd.attributes
         # Response names of the body items (``BODY[1]<0>``), rendered once per command.
         self.names = {id(a): a.response_name() for a in cmd.attributes if a.item in _BODY_ITEMS}
+        # Items that are the whole message as stored (BODY[], RFC822, BINARY[]): one read.
+        self.whole = {id(a) for a in cmd.attributes if _whole(a)}
         items = {a.item for a in cmd.attributes}
         self.add_uid = cmd.uid
         # RFC 7162 3.1.4.1: CHANGEDSINCE implies MODSEQ in the responses.
@@ -528,6 +530,12 @@ class _FetchJob:
         apart (the value is then only the literal's ``{n}`` prefix): that content goes out
         as read, never copied into a joined response line."""
         item = attr.item
+        if id(attr) in self.whole:
+            data = _read_span(handle, 0, summary.size)
+            binary = item is c.FetchItem.BINARY
+            if len(data) >= SEND_AS_IS_BYTES:
+                return r.literal_prefix(data, binary=binary), data
+            return r.section_data(data, binary=binary), None
         binary = item in (c.FetchItem.BINARY, c.FetchItem.BINARY_SIZE)
         section = _RFC822_SECTIONS.get(item) or attr.section or c.Section()
         partial = attr.partial if item in (c.FetchItem.BODY_SECTION, c.FetchItem.BINARY) else None
