@@ -214,9 +214,7 @@ class Hub:
             mailbox = self.directory.local_recipient(f"{local}@{domain.lower()}")
             if mailbox is not None:
                 return self._local(mailbox, size)
-        return Route(
-            Verdict.UNKNOWN_USER, reason="no postmaster mailbox (set queue.postmaster)"
-        )
+        return Route(Verdict.UNKNOWN_USER, reason="no postmaster mailbox (set queue.postmaster)")
 
     def _local(self, mailbox: LocalRecipient, size: int | None) -> Route:
         if size is not None:
