@@ -465,12 +465,26 @@ def cmd_import(args: argparse.Namespace) -> int:
     if not source.exists():
         raise CliError(f"{source}: no such file or folder")
     bar = _ProgressBar(sys.stderr)
-    if source.is_dir():
-        report = admin.import_maildir(store, user.guid, source, progress=bar.update)
-    else:
-        report = admin.import_mbox(
-            store, user.guid, source, folder=args.folder, progress=bar.update
-        )
+    try:
+        if source.is_dir():
+            report = admin.import_maildir(store, user.guid, source, progress=bar.update)
+        else:
+            report = admin.import_mbox(
+                store, user.guid, source, folder=args.folder, progress=bar.update
+            )
+    except PermissionError as exc:
+        if exc.filename is None or Path(exc.filename).is_relative_to(_load(args).data_dir):
+            raise
+        import pwd
+
+        try:
+            who = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            who = f"uid {os.geteuid()}"
+        raise CliError(
+            f"{exc.filename}: not readable by {who}, who owns the data folder and runs "
+            "this command; make what you import readable by that user"
+        ) from None
     bar.done()
     if not report.imported and not report.skipped and source.is_file() and source.stat().st_size:
         # A file with content but no "From " line is not an mbox (a wrong path, say).
@@ -812,8 +826,10 @@ def cmd_cert_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_cert_import(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    # Read with the rights the command started with (a key under /etc/letsencrypt is
+    # root's), before _load makes a root invocation act as the data folder's owner.
     info, warnings, cert_pem, key_pem = certfiles.check_import(Path(args.chain), Path(args.key))
+    cfg = _load(args)
     certfiles.write_pair(cfg.certificate_path, cert_pem, cfg.private_key_path, key_pem)
     print(
         f"imported {info.subject} (issuer {info.issuer}; {info.chain_length} certificate(s)), "

@@ -97,8 +97,25 @@ def test_the_cli_run_as_root_acts_as_the_owner_of_the_data_folder(
                    check=True)  # fmt: skip
     instance.cli("user", "add", "new@example.test", input="a long password 123\n")
     instance.cli("user", "set", "new@example.test", "--quota", "1G")
+    # What the operator hands over is read with root's rights: a certificate key that
+    # only root may read (as under /etc/letsencrypt) imports.
+    import trustme
+
+    leaf = trustme.CA().issue_cert("mail.example.test")
+    chain, key = base / "chain.pem", base / "key.pem"
+    chain.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    key.write_bytes(leaf.private_key_pem.bytes())
+    key.chmod(0o600)
+    assert "imported" in instance.cli("cert", "import", str(chain), str(key)).stdout
     owners = {p.stat().st_uid for p in instance.folder.rglob("*")}
     assert owners == {nobody.pw_uid}
+    # An mbox the data folder's owner cannot read is one clear error, naming the user.
+    mbox = base / "root-only.mbox"
+    mbox.write_bytes(b"From a@b Thu Nov 26 10:00:00 2026\nSubject: x\n\nbody\n")
+    mbox.chmod(0o600)
+    result = instance.cli("import", "new@example.test", str(mbox), check=False)
+    assert result.returncode == 1 and "not readable by nobody" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_domains_round_trip(instance: Instance) -> None:
