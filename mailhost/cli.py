@@ -473,7 +473,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 store, user.guid, source, folder=args.folder, progress=bar.update
             )
     except PermissionError as exc:
-        if exc.filename is None or Path(exc.filename).is_relative_to(_load(args).data_dir):
+        if exc.filename is None or Path(exc.filename).is_relative_to(store.root):
             raise
         import pwd
 

@@ -461,7 +461,7 @@ async def test_a_message_that_cannot_be_spooled_gets_a_4xx_and_the_session_goes_
     for _ in range(2):
         await transaction(client, "alice@example.org")
         assert await client.code("DATA") == 354
-        await client.send(b"Subject: big\r\n\r\n" + b"x" * 78 + b"\r\n" * 1 + b"y" * 500)
+        await client.send(b"Subject: big\r\n\r\n" + b"x" * 78 + b"\r\n" + b"y" * 500)
         code, lines = await client.command(b"\r\n.")
         assert (code, lines[0].split()[0]) == (451, "4.3.0")
     assert backend.delivered == []
