@@ -319,7 +319,7 @@ def _addresses_out(addresses: tuple[Address, ...]) -> list[list[str | None]]:
 
 
 def _addresses_in(data: list[list[str | None]]) -> tuple[Address, ...]:
-    return tuple(Address(a[0], a[1], a[2], a[3]) for a in data)
+    return tuple(map(Address._make, data))
 
 
 def _envelope_out(env: Envelope) -> list[Any]:

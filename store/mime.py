@@ -24,6 +24,7 @@ import binascii
 import mmap
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .limits import (
     MAX_ADDRESSES,
@@ -386,14 +387,17 @@ def _q_decode(text: str) -> bytes:
 # --- addresses (RFC 5322 3.4) --------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Address:
+class Address(NamedTuple):
     """One address as IMAP ENVELOPE needs it (RFC 3501 7.4.2 / RFC 9051 7.5.2).
 
     `name` is the raw display name (encoded words undecoded, quotes removed), `route` the
     obsolete source route, `mailbox`/`host` the local part and domain. Groups follow the
     IMAP convention: a start marker with `mailbox` set to the group name and `host` None,
     and an end marker with everything None.
+
+    A named tuple: a folder's worth of envelopes is decoded from the metadata cache at
+    once (``Address._make`` builds one in C), and rendering memoises address lists by
+    value (a tuple hashes in C).
     """
 
     name: str | None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import os
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, BinaryIO, Final
 
@@ -251,7 +252,12 @@ class _FetchJob:
         self.set_seen = not sel.readonly and any(a.sets_seen for a in cmd.attributes)
         self.snapshot: FolderSnapshot | None = None
         self.flag_cache: dict[tuple[frozenset[Flag], frozenset[str], bool], bytes] = {}
-        self.index_plan = _index_plan(cmd) if not (self.body or self.meta) else None
+        # Items the index holds, and whole messages read straight from their files
+        # (``UID FETCH 1:1000 (UID FLAGS BODY.PEEK[])``, how mail programs download).
+        self.index_plan: tuple[int, ...] | None = None
+        self.whole_items: list[tuple[bytes, bool]] = []  # (response name, BINARY[])
+        if not self.meta and not self.set_seen:
+            self.index_plan = _index_plan(cmd, self.whole_items, self.names)
         self.expunged = False
         self.bad_encoding = False
         self.paths: dict[int, str] = {}
@@ -311,7 +317,7 @@ class _FetchJob:
         snap = self.snapshot
         end = min(len(positions), start + FETCH_CHUNK)
         if self.index_plan is not None:
-            return self._render_index(snap, positions[start:end], self.index_plan), end - start
+            return self._render_index(snap, positions[start:end], self.index_plan)
         changedsince = self.cmd.changedsince
         rows: list[tuple[int, MessageSummary]] = []  # (index in positions, summary)
         for i in range(start, end):
@@ -371,15 +377,23 @@ class _FetchJob:
 
     def _render_index(
         self, snap: FolderSnapshot, positions: Sequence[int], plan: tuple[int, ...]
-    ) -> list[bytes]:
+    ) -> tuple[list[bytes], int]:
         """The fast path for items the index holds (``UID FETCH 1:* (FLAGS)``,
-        ``FETCH 1:* (ENVELOPE)``): per message only the columns the items need, no
-        summary objects (a 100k-message FETCH is a loop of dict and array lookups)."""
+        ``FETCH 1:* (ENVELOPE)``) and whole messages: per message only the columns the
+        items need, no summary objects (a 100k-message FETCH is a loop of dict and array
+        lookups), and a message file is read with one open and one read. The FETCH
+        responses and how many of ``positions`` they took (whole messages end a chunk
+        at MAX_RENDER_BYTES, decided from the sizes before any file is read)."""
         sel = self.sel
         uids = sel.uids
         snap_uids = snap.uids
         count = len(snap_uids)
         changedsince = self.cmd.changedsince
+        cols = _Columns(snap)
+        whole = self.whole_items
+        if whole:
+            positions = self._within_render_bound(snap, cols, positions, len(whole))
+            self.paths = sel.folder.message_paths([uids[p] for p in positions])
         envelopes: dict[int, bytes] = {}
         if self.envelope:
             wanted = [uids[p] for p in positions]
@@ -387,7 +401,6 @@ class _FetchJob:
                 sel.folder, sel.key, wanted, utf8=self.opts.utf8
             )
         recent_ok = not self.opts.rev2 and bool(sel.recent)
-        cols = _Columns(snap)
         flag_cache: dict[tuple[frozenset[Flag], frozenset[str]], bytes] = {}
         out: list[bytes] = []
         append = out.append
@@ -403,7 +416,17 @@ class _FetchJob:
                 spos = found
             if changedsince is not None and cols.modseq(spos, uid) <= changedsince:
                 continue
+            if self.envelope and uid not in envelopes:
+                continue  # expunged meanwhile
+            content = b""
+            if whole:
+                read = self._read_whole(uid, cols.size(spos, uid))
+                if read is None:
+                    continue  # expunged meanwhile
+                content = read
             parts: list[bytes] = []
+            started = False  # whether pieces of this response went out already
+            next_whole = 0
             for kind in plan:
                 if kind == _P_UID:
                     parts.append(b"UID %d" % uid)
@@ -427,17 +450,83 @@ class _FetchJob:
                     date = snap.summary_at(spos).internal_date
                     parts.append(b"INTERNALDATE " + r.internal_date(date))
                 elif kind == _P_ENVELOPE:
-                    env = envelopes.get(uid)
-                    if env is None:
-                        break
-                    parts.append(b"ENVELOPE " + env)
-                else:  # _P_SAVEDATE, RFC 8514 4
+                    parts.append(b"ENVELOPE " + envelopes[uid])
+                elif kind == _P_SAVEDATE:  # RFC 8514 4
                     saved = snap.summary_at(spos).save_date
                     value = b"NIL" if saved is None else r.internal_date(saved)
                     parts.append(b"SAVEDATE " + value)
-            else:
+                else:  # _P_WHOLE: the message as stored, BODY[] / RFC822 / BINARY[]
+                    name, binary = whole[next_whole]
+                    next_whole += 1
+                    if len(content) < SEND_AS_IS_BYTES:
+                        parts.append(name + b" " + r.section_data(content, binary=binary))
+                    else:
+                        # A large literal leaves as it was read (see _pieces).
+                        parts.append(name + b" " + r.literal_prefix(content, binary=binary))
+                        lead = b" " if started else b"* %d FETCH (" % (pos + 1)
+                        append(lead + b" ".join(parts))
+                        append(content)
+                        parts = []
+                        started = True
+            if not started:
                 append(b"* %d FETCH (%s)\r\n" % (pos + 1, b" ".join(parts)))
-        return out
+            elif parts:
+                append(b" " + b" ".join(parts) + b")\r\n")
+            else:
+                append(b")\r\n")
+        return out, len(positions)
+
+    def _within_render_bound(
+        self, snap: FolderSnapshot, cols: _Columns, positions: Sequence[int], copies: int
+    ) -> Sequence[int]:
+        """The leading positions whose messages (``copies`` times each) fit in
+        MAX_RENDER_BYTES; at least one."""
+        uids = self.sel.uids
+        snap_uids = snap.uids
+        count = len(snap_uids)
+        total = 0
+        for k, pos in enumerate(positions):
+            uid = uids[pos]
+            spos = pos if pos < count and snap_uids[pos] == uid else snap.index_of(uid)
+            if spos is None:
+                continue  # expunged: the render loop notes it
+            total += copies * cols.size(spos, uid)
+            if k and total > MAX_RENDER_BYTES:
+                return positions[:k]
+        return positions
+
+    def _read_whole(self, uid: int, size: int) -> bytes | None:
+        """The message file's ``size`` octets, by the path looked up for this chunk (one
+        open, one read), or through the store when another session renamed it
+        meanwhile; None when the message is gone."""
+        path = self.paths.get(uid)
+        if path is not None:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                pass
+            else:
+                try:
+                    data = os.read(fd, size)
+                    if len(data) < size:
+                        parts = [data]
+                        got = len(data)
+                        while got < size:
+                            more = os.read(fd, size - got)
+                            if not more:
+                                break
+                            parts.append(more)
+                            got += len(more)
+                        data = b"".join(parts)
+                    return data
+                finally:
+                    os.close(fd)
+        try:
+            with self.sel.folder.open_message(uid) as handle:
+                return _read_span(handle, 0, size)
+        except MessageNotFound:
+            self.expunged = True
+            return None
 
     def _one(
         self,
@@ -612,7 +701,7 @@ def _pieces(seq: int, items: list[tuple[bytes, bytes]], apart: dict[int, bytes])
     return out
 
 
-_P_UID, _P_FLAGS, _P_MODSEQ, _P_SIZE, _P_DATE, _P_ENVELOPE, _P_SAVEDATE = range(7)
+_P_UID, _P_FLAGS, _P_MODSEQ, _P_SIZE, _P_DATE, _P_ENVELOPE, _P_SAVEDATE, _P_WHOLE = range(8)
 _PLAN_KINDS: Final = {
     c.FetchItem.UID: _P_UID,
     c.FetchItem.FLAGS: _P_FLAGS,
@@ -624,14 +713,26 @@ _PLAN_KINDS: Final = {
 }
 
 
-def _index_plan(cmd: c.FetchCommand) -> tuple[int, ...] | None:
-    """The column kinds of an index-only FETCH, in response order (UID first for UID
-    FETCH, RFC 3501 6.4.8; MODSEQ added by CHANGEDSINCE, RFC 7162 3.1.4.1); None when
-    an item needs more than the index."""
+def _index_plan(
+    cmd: c.FetchCommand, whole: list[tuple[bytes, bool]], names: dict[int, bytes]
+) -> tuple[int, ...] | None:
+    """The column kinds of a FETCH of index items and whole messages, in response order
+    (UID first for UID FETCH, RFC 3501 6.4.8; MODSEQ added by CHANGEDSINCE, RFC 7162
+    3.1.4.1); None when an item needs more. Each _P_WHOLE has its (response name,
+    BINARY[]) appended to ``whole``."""
     plan: list[int] = [_P_UID] if cmd.uid else []
+    seen: set[bytes] = set()
     for attr in cmd.attributes:
+        if _whole(attr):
+            name = names[id(attr)]
+            if name not in seen:  # one response item per name, as _one adds them
+                seen.add(name)
+                plan.append(_P_WHOLE)
+                whole.append((name, attr.item is c.FetchItem.BINARY))
+            continue
         kind = _PLAN_KINDS.get(attr.item)
         if kind is None:
+            whole.clear()
             return None
         if kind not in plan:
             plan.append(kind)

@@ -608,6 +608,73 @@ async def test_messages_expunged_between_chunks_are_left_out(
     assert out[0].endswith(b"BODY[] {1000}\r\n" + sent[3] + b")\r\n")
 
 
+_WHOLE_FETCHES = (
+    "UID FETCH 1:* (FLAGS BODY.PEEK[] RFC822.SIZE)",
+    "FETCH 1:* (BINARY.PEEK[] UID BODY.PEEK[])",
+    "FETCH 1:* (RFC822 INTERNALDATE ENVELOPE MODSEQ)",
+    "FETCH 1:* (BODY.PEEK[] BODY.PEEK[] SAVEDATE)",
+    "UID FETCH 2:* (BODY.PEEK[]) (CHANGEDSINCE 1)",
+)
+
+
+def _whole_messages(world: SessionWorld) -> list[bytes]:
+    """Small and large (SEND_AS_IS_BYTES) messages, one with a NUL (literal8 in BINARY[])."""
+    sent = [
+        message(1),
+        _big_message(2, SEND_AS_IS_BYTES),
+        message(3, body="nul \x00 inside"),
+        _big_message(4, 3 * SEND_AS_IS_BYTES + 7),
+    ]
+    for raw in sent:
+        world.deliver(raw)
+    return sent
+
+
+@pytest.mark.parametrize("text", _WHOLE_FETCHES)
+async def test_whole_message_fast_path_answers_as_the_general_path(
+    world: SessionWorld, text: str
+) -> None:
+    _whole_messages(world)
+    inbox = world.store.open_mailbox("alice").inbox
+    fast, positions = _job(world, inbox, text)
+    assert fast.index_plan is not None and fast.whole_items
+    general, _ = _job(world, inbox, text)
+    general.index_plan = None
+    want, _ = _render_all(general, positions)
+    got, _ = _render_all(fast, positions)
+    assert b"".join(got) == b"".join(want)
+    # Large literals leave as pieces of their own there too.
+    assert [len(x) for x in got if len(x) >= SEND_AS_IS_BYTES] == [
+        len(x) for x in want if len(x) >= SEND_AS_IS_BYTES
+    ]
+    if "BINARY" in text:
+        assert b"BINARY[] ~{" in b"".join(got)
+
+
+async def test_whole_message_fast_path_follows_renames_and_skips_expunged_messages(
+    world: SessionWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = _whole_messages(world)
+    inbox = world.store.open_mailbox("alice").inbox
+    job, positions = _job(world, inbox, "FETCH 1:* (UID BODY.PEEK[])")
+    job.snapshot = inbox.snapshot()
+    # Paths gone stale (another session's flag change renamed the files), and message 3
+    # expunged after the snapshot: the store finds the others, 3 is left out.
+    real = Folder.message_paths
+    monkeypatch.setattr(
+        Folder,
+        "message_paths",
+        lambda self, uids: {u: p + ".gone" for u, p in real(self, uids).items()},
+    )
+    inbox.expunge([3])
+    out, _ = _render_all(job, positions)
+    assert job.expunged
+    text = b"".join(out)
+    for n, raw in enumerate(sent, start=1):
+        assert (raw in text) == (n != 3)
+    assert b"* 3 FETCH" not in text
+
+
 async def test_large_literals_leave_as_pieces_of_their_own(world: SessionWorld) -> None:
     small = _big_message(1, SEND_AS_IS_BYTES - 1)
     large = _big_message(2, SEND_AS_IS_BYTES)
