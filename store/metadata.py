@@ -319,7 +319,7 @@ def _addresses_out(addresses: tuple[Address, ...]) -> list[list[str | None]]:
 
 
 def _addresses_in(data: list[list[str | None]]) -> tuple[Address, ...]:
-    return tuple(map(Address._make, data))
+    return tuple(map(Address._make, data)) if data else ()
 
 
 def _envelope_out(env: Envelope) -> list[Any]:
