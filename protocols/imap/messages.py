@@ -12,8 +12,10 @@ Data comes from the cheapest place that has it (the issue's rule, and Dovecot's)
 Work that blocks runs in worker threads, a chunk of messages at a time, so a FETCH over
 100,000 messages streams out chunk by chunk. A chunk is at most FETCH_CHUNK messages and at
 most MAX_RENDER_BYTES of message content (bounded from the snapshot's sizes before anything
-is read), and its output goes to the client message by message once FLUSH_AT is reached:
-what one FETCH holds in memory is about one chunk, however many messages it names.
+is read), and its output goes to the client message by message once FLUSH_AT is reached.
+The next chunk is rendered while the last one is being sent (reading files and writing
+to the socket overlap): what one FETCH holds in memory is about two chunks, however many
+messages it names.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import datetime as dt
 import os
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, BinaryIO, Final
+
+import trio
 
 from store import (
     Flag,
@@ -81,9 +85,11 @@ FETCH_CHUNK: Final = 2000
 # Message content (literal octets) rendered per worker-thread call during FETCH: a chunk
 # ends before the message that would take its bound past this (a single larger message
 # is a chunk of its own). Without it, ``FETCH 1:* BODY.PEEK[]`` over 2000 messages of 8 MB
-# would be read into memory before the first octet went out. 4 MiB is what a full chunk of
-# typical small messages (2000 of 2 KB) takes, so those still render in one call.
-MAX_RENDER_BYTES: Final = 4 * 1024 * 1024
+# would be read into memory before the first octet went out. Small enough that the
+# sending of one chunk overlaps the reading of the next (a mail program downloading
+# 1,000 messages of 2 KB gets them in four chunks), large enough that the thread hop per
+# chunk does not count.
+MAX_RENDER_BYTES: Final = 512 * 1024
 # Body text decoded per message part for SEARCH BODY/TEXT (a search over a huge
 # attachment does not decode all of it).
 MAX_SEARCH_BODY: Final = 4 * 1024 * 1024
@@ -761,14 +767,28 @@ async def fetch(s: ImapSession, cmd: c.FetchCommand) -> bytes:
         )
         if gone:
             s.emit(r.vanished(gone, earlier=True))
-    done = 0
-    while done < len(positions):
-        lines, taken = await s.run_sync(job.render, positions, done)
-        done += taken
-        for line in lines:
-            s.emit(line)
-            if s.flush_due:
-                await s.flush()  # message by message: a large chunk is not held twice
+    # Chunks are rendered one ahead of the one being sent: a rendezvous channel (no
+    # buffer), so at most the chunk being sent and the next one are held.
+    send_chunk, receive_chunk = trio.open_memory_channel[tuple[list[bytes], bool]](0)
+
+    async def render_chunks() -> None:
+        async with send_chunk:
+            done = 0
+            while done < len(positions):
+                lines, taken = await s.run_sync(job.render, positions, done)
+                done += taken
+                await send_chunk.send((lines, done < len(positions)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(render_chunks)
+        async with receive_chunk:
+            async for lines, more in receive_chunk:
+                for line in lines:
+                    s.emit(line)
+                    if s.flush_due:
+                        await s.flush()  # message by message: a chunk is not held twice
+                if more:
+                    await s.flush()  # all of it while the next chunk is read
     if job.bad_encoding:
         return r.tagged(cmd.tag, Status.NO, "unknown Content-Transfer-Encoding", r.UNKNOWN_CTE)
     if job.expunged and not cmd.uid:

@@ -675,6 +675,52 @@ async def test_whole_message_fast_path_follows_renames_and_skips_expunged_messag
     assert b"* 3 FETCH" not in text
 
 
+async def test_the_next_chunk_is_read_while_one_is_sent_and_no_further(
+    world: SessionWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = [_big_message(n, 1000) for n in range(1, 7)]
+    for raw in sent:
+        world.deliver(raw)
+    monkeypatch.setattr(messages, "MAX_RENDER_BYTES", 1500)  # one message per chunk
+    monkeypatch.setattr("protocols.imap.session.FLUSH_AT", 1)  # every response is sent
+    rendered: list[int] = []
+    render = messages._FetchJob.render
+
+    def counting(job: messages._FetchJob, positions: list[int], start: int) -> object:
+        rendered.append(start)
+        return render(job, positions, start)
+
+    monkeypatch.setattr(messages._FetchJob, "render", counting)
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    world.nursery.start_soon(
+        partial(
+            serve_imap,
+            server_stream,
+            connection_info(drain=world.drain),
+            settings=world.settings,
+            checker=world.checker,
+            store=world.store,
+            shared=world.shared,
+        )
+    )
+    client = ImapClient(client_stream)
+    assert (await client.read_line()).startswith(b"* OK")
+    await client.ok(f"LOGIN alice@example.test {PASSWORD}")
+    await client.ok("EXAMINE INBOX")
+    await client.send(b"F FETCH 1:* (BODY.PEEK[])\r\n")
+    # The client reads one octet of the first response and stops: the second chunk has
+    # been rendered meanwhile, the third waits until the second is taken.
+    assert await client_stream.receive_some(1) == b"*"
+    await trio.testing.wait_all_tasks_blocked(0.05)
+    assert rendered == [0, 1]
+    lines, tagged = await client.until(b"F")
+    assert b" OK" in tagged
+    assert rendered == [0, 1, 2, 3, 4, 5]
+    assert b"".join(lines).startswith(b" 1 FETCH (BODY[] {1000}\r\n" + sent[0])
+    for n, raw in enumerate(sent[1:], start=2):
+        assert _body_response(n, raw) in lines
+
+
 async def test_large_literals_leave_as_pieces_of_their_own(world: SessionWorld) -> None:
     small = _big_message(1, SEND_AS_IS_BYTES - 1)
     large = _big_message(2, SEND_AS_IS_BYTES)
