@@ -407,7 +407,9 @@ class _FetchJob:
                 sel.folder, sel.key, wanted, utf8=self.opts.utf8
             )
         recent_ok = not self.opts.rev2 and bool(sel.recent)
-        flag_cache: dict[tuple[frozenset[Flag], frozenset[str]], bytes] = {}
+        flag_bits = cols.flags
+        keywords_of = cols.keywords.get
+        flag_cache: dict[tuple[int, frozenset[str]], bytes] = {}  # (flag bits, keywords)
         out: list[bytes] = []
         append = out.append
         for pos in positions:
@@ -437,16 +439,15 @@ class _FetchJob:
                 if kind == _P_UID:
                     parts.append(b"UID %d" % uid)
                 elif kind == _P_FLAGS:
-                    flags = cols.flag_set(spos, uid)
-                    keywords = cols.keyword_set(spos, uid)
+                    key = (flag_bits[spos], keywords_of(uid, _NO_KEYWORDS))
                     if recent_ok and sel.is_recent(uid):
-                        names = storemap.flag_names(flags, keywords)
+                        names = storemap.flag_names(bits_to_flags(key[0]), key[1])
                         parts.append(b"FLAGS " + r.flag_list((*names, "\\Recent")))
                     else:
-                        value = flag_cache.get((flags, keywords))
+                        value = flag_cache.get(key)
                         if value is None:
-                            value = b"FLAGS " + r.flag_list(storemap.flag_names(flags, keywords))
-                            flag_cache[(flags, keywords)] = value
+                            names = storemap.flag_names(bits_to_flags(key[0]), key[1])
+                            value = flag_cache[key] = b"FLAGS " + r.flag_list(names)
                         parts.append(value)
                 elif kind == _P_MODSEQ:
                     parts.append(b"MODSEQ (%d)" % cols.modseq(spos, uid))  # RFC 7162 3.1.4
@@ -783,12 +784,9 @@ async def fetch(s: ImapSession, cmd: c.FetchCommand) -> bytes:
         nursery.start_soon(render_chunks)
         async with receive_chunk:
             async for lines, more in receive_chunk:
-                for line in lines:
-                    s.emit(line)
-                    if s.flush_due:
-                        await s.flush()  # message by message: a chunk is not held twice
-                if more:
-                    await s.flush()  # all of it while the next chunk is read
+                s.emit_all(lines)
+                if more or s.flush_due:
+                    await s.flush()  # all of it, while the next chunk is read
     if job.bad_encoding:
         return r.tagged(cmd.tag, Status.NO, "unknown Content-Transfer-Encoding", r.UNKNOWN_CTE)
     if job.expunged and not cmd.uid:

@@ -259,8 +259,8 @@ class ImapSession:
             self._out_size += len(data)
 
     def emit_all(self, lines: list[bytes]) -> None:
-        for line in lines:
-            self.emit(line)
+        self._out.extend(lines)
+        self._out_size += sum(map(len, lines))
 
     @property
     def flush_due(self) -> bool:
