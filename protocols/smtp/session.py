@@ -29,6 +29,7 @@ import enum
 import errno
 import io
 import logging
+import math
 import os
 import secrets
 import ssl
@@ -453,6 +454,95 @@ def _spool_failure_reply(exc: OSError) -> Reply:
     return Reply(451, "4.3.0", "Local error writing the message, try again later")
 
 
+# What a session was waiting for when its scope was cancelled.
+_RECEIVING, _SENDING = "receiving", "sending"
+
+
+class _Deadlines:
+    """The I/O deadlines of the SMTP sessions of one trio run, enforced by one system
+    task that cancels a session's scope when its deadline passes.
+
+    A session moves its deadline before every wait for its client and clears it after;
+    that is two float assignments, where a trio cancel scope per wait (created, entered,
+    registered with the run's deadlines, closed) cost a fifth of a session's CPU. The
+    task sleeps until the earliest deadline it knows; a session whose new deadline is
+    earlier than that wakes it, which in steady traffic is rare.
+    """
+
+    _current: trio.lowlevel.RunVar[_Deadlines] = trio.lowlevel.RunVar("smtp_deadlines")
+
+    def __init__(self) -> None:
+        self.sessions: set[_Session] = set()
+        self.wake_at = math.inf
+        self._moved = trio.Event()
+
+    @classmethod
+    def of_this_run(cls) -> _Deadlines:
+        try:
+            return cls._current.get()
+        except LookupError:
+            deadlines = cls()
+            cls._current.set(deadlines)
+            trio.lowlevel.spawn_system_task(deadlines._enforce, name="smtp session deadlines")
+            return deadlines
+
+    def moved(self, deadline: float) -> None:
+        if deadline < self.wake_at:
+            self.wake_at = deadline
+            self._moved.set()
+
+    async def _enforce(self) -> None:
+        try:
+            while True:
+                now = trio.current_time()
+                wake = math.inf
+                for session in list(self.sessions):
+                    deadline = session.io_deadline
+                    if deadline <= now:
+                        session.expire()
+                    elif deadline < wake:
+                        wake = deadline
+                if self._moved.is_set():
+                    self._moved = trio.Event()
+                self.wake_at = wake
+                with trio.move_on_at(wake):
+                    await self._moved.wait()
+        except trio.Cancelled:
+            return  # the run is ending
+
+
+class _IdleSessions:
+    """The sessions of one trio run that wait for their client at a command boundary,
+    per draining event. One system task per event (not a task per session) cancels
+    them when the server starts draining, so they can say 421 and close at once."""
+
+    _registry: trio.lowlevel.RunVar[dict[int, tuple[trio.Event, set[_Session]]]] = (
+        trio.lowlevel.RunVar("smtp_idle_sessions")
+    )
+
+    @classmethod
+    def of(cls, draining: trio.Event) -> set[_Session]:
+        try:
+            registry = cls._registry.get()
+        except LookupError:
+            registry = {}
+            cls._registry.set(registry)
+        entry = registry.get(id(draining))
+        if entry is None:
+            entry = registry[id(draining)] = (draining, set())
+            trio.lowlevel.spawn_system_task(cls._cancel_on_drain, draining, entry[1])
+        return entry[1]
+
+    @staticmethod
+    async def _cancel_on_drain(draining: trio.Event, sessions: set[_Session]) -> None:
+        try:
+            await draining.wait()
+        except trio.Cancelled:
+            return  # the run is ending
+        for session in list(sessions):
+            session.drain_now()
+
+
 class _Closing(Exception):
     """The stream is gone or must go: stop serving without further replies."""
 
@@ -510,7 +600,17 @@ class _Session:
         self.spool: _Spool | None = None
         self.sasl: SaslExchange | None = None
         self.out = bytearray()
-        self.idle_scope: trio.CancelScope | None = None
+        # One cancel scope for the whole session: its deadline is the session's time
+        # limit, and _Deadlines cancels it when a wait for the client (the command
+        # timeout) or a send (the send timeout) takes too long.
+        self.session_deadline = math.inf
+        self.scope = trio.CancelScope()
+        self.io_deadline = math.inf  # enforced by _Deadlines
+        self.deadlines = _Deadlines.of_this_run()
+        self.in_scope = False
+        self.waiting: str | None = None  # what the scope's deadline is guarding now
+        self.drained = False  # cancelled by the drain while idle at a command boundary
+        self.idle_sessions = _IdleSessions.of(draining) if draining is not None else None
         self.conn = ServerConnection(
             extensions=self._extensions(), limits=settings.limits(), tls_active=False
         )
@@ -561,20 +661,46 @@ class _Session:
             recipients=tuple(r.address for r in self.recipients) if mail is not None else (),
         )
 
-    async def _flush(self) -> None:
+    def _wait_for(self, what: str, timeout: float) -> None:
+        """A deadline for one wait (see _Deadlines)."""
+        self.waiting = what
+        self.io_deadline = deadline = trio.current_time() + timeout
+        self.deadlines.moved(deadline)
+
+    def _waited(self) -> None:
+        self.waiting = None
+        self.io_deadline = math.inf
+
+    def expire(self) -> None:
+        """The deadline of the current wait has passed."""
+        self.io_deadline = math.inf
+        self.scope.cancel()
+
+    async def _flush(self, *, shielded: bool = False) -> None:
+        """Send what is queued within the send timeout. `shielded`: the caller shields
+        the send from cancellation, the session scope's deadline included."""
         if not self.out:
             return
         data = bytes(self.out)
         self.out.clear()
+        if self.in_scope and not shielded:
+            # Within the session scope (not shielded): its deadline bounds the send.
+            self._wait_for(_SENDING, self.settings.timeouts.send)
+            await self._send(data)
+            self._waited()
+            return
         with trio.move_on_after(self.settings.timeouts.send) as scope:
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
-                self._log(logging.INFO, "connection lost while sending: %s", error or "closed")
-                raise _Closing from None
+            await self._send(data)
         if scope.cancelled_caught:
             self._log(logging.INFO, "timeout sending a reply")
             raise _Closing
+
+    async def _send(self, data: bytes) -> None:
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            self._log(logging.INFO, "connection lost while sending: %s", error or "closed")
+            raise _Closing from None
 
     async def _reply(self, reply: Reply, context: str) -> None:
         """Queue a reply (sent when input runs dry, RFC 2920 3.1); log refusals."""
@@ -587,30 +713,35 @@ class _Session:
         self.out += self.conn.send(reply)
 
     async def _receive(self) -> bytes:
-        """Read more input within the state's timeout; a timeout or a drain ends here."""
-        at_boundary = self.conn.state in _COMMAND_BOUNDARY
+        """Read more input within the state's timeout. A timeout or a drain cancels the
+        session scope, and `run` says goodbye (see `_after_cancel`)."""
+        idle = self.idle_sessions if self.conn.state in _COMMAND_BOUNDARY else None
+        if idle is not None and self.draining is not None and self.draining.is_set():
+            await self._close_with(_SHUTTING_DOWN)  # set while we were busy: do not wait
         timeouts = self.settings.timeouts
         timeout = (
             timeouts.before_ehlo
             if self.conn.state in (State.CONNECTED, State.REFUSED)
             else timeouts.command
         )
-        with trio.move_on_after(timeout) as scope:
-            if at_boundary:
-                self.idle_scope = scope
-                if self.draining is not None and self.draining.is_set():
-                    scope.cancel()  # set while we were flushing: do not wait for input
-            try:
-                return bytes(await self.stream.receive_some(RECEIVE_SIZE))
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
-                self._log(logging.INFO, "connection lost: %s", error or "closed")
-                raise _Closing from None
-            finally:
-                self.idle_scope = None
-        if self.draining is not None and self.draining.is_set() and at_boundary:
-            await self._close_with(_SHUTTING_DOWN)
-        self._log(logging.INFO, "timeout in state %s", self.conn.state)
-        await self._close_with(Reply(421, "4.4.2", f"{self.settings.hostname} Timeout, closing"))
+        self._wait_for(_RECEIVING, timeout)
+        if idle is not None:
+            idle.add(self)
+        try:
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            self._log(logging.INFO, "connection lost: %s", error or "closed")
+            raise _Closing from None
+        finally:
+            if idle is not None:
+                idle.discard(self)
+        self._waited()
+        return bytes(data)
+
+    def drain_now(self) -> None:
+        """The server is draining and this session waits idle at a command boundary."""
+        self.drained = True
+        self.scope.cancel()
 
     async def _close_with(self, reply: Reply) -> NoReturn:
         if reply.code >= 400:
@@ -618,11 +749,6 @@ class _Session:
         self.out += self.conn.send(reply)
         await self._flush()
         raise _Closing
-
-    async def _watch_draining(self, draining: trio.Event) -> None:
-        await draining.wait()
-        if self.idle_scope is not None:
-            self.idle_scope.cancel()
 
     async def _start_tls(self, context: ssl.SSLContext) -> bool:
         tls_stream = trio.SSLStream(self.stream, context, server_side=True)
@@ -663,19 +789,39 @@ class _Session:
     # ---------------------------------------------------------------- the loop
 
     async def run(self, *, over_limit: bool) -> None:
-        with trio.move_on_after(self.settings.timeouts.session) as session_scope:
-            async with trio.open_nursery() as nursery:
-                if self.draining is not None:
-                    nursery.start_soon(self._watch_draining, self.draining)
-                await self._serve_guarded(over_limit)
-                nursery.cancel_scope.cancel()
-        if session_scope.cancelled_caught:
-            self._log(logging.INFO, "session time limit reached")
+        self.session_deadline = trio.current_time() + self.settings.timeouts.session
+        self.scope.deadline = self.session_deadline
+        self.deadlines.sessions.add(self)
+        with self.scope:
+            self.in_scope = True
             try:
-                with trio.move_on_after(self.settings.timeouts.close):
-                    await self._close_with(Reply(421, "4.4.2", "Session time limit exceeded"))
+                await self._serve_guarded(over_limit)
+            finally:
+                self.in_scope = False
+                self.deadlines.sessions.discard(self)
+                self.io_deadline = math.inf
+        if self.scope.cancelled_caught:
+            try:
+                await self._after_cancel()
             except _Closing:
                 pass
+
+    async def _after_cancel(self) -> None:
+        """Goodbye after the session scope was cancelled: by the drain, by a wait's
+        timeout, or by the session's time limit."""
+        if self.drained:
+            await self._close_with(_SHUTTING_DOWN)
+        if self.waiting == _SENDING:
+            self._log(logging.INFO, "timeout sending a reply")
+            return
+        with trio.move_on_after(self.settings.timeouts.close):
+            if self.waiting == _RECEIVING and trio.current_time() < self.session_deadline:
+                self._log(logging.INFO, "timeout in state %s", self.conn.state)
+                await self._close_with(
+                    Reply(421, "4.4.2", f"{self.settings.hostname} Timeout, closing")
+                )
+            self._log(logging.INFO, "session time limit reached")
+            await self._close_with(Reply(421, "4.4.2", "Session time limit exceeded"))
 
     async def _serve_guarded(self, over_limit: bool) -> None:
         try:
@@ -853,7 +999,7 @@ class _Session:
         # is still bounded by the send timeout, and a closed socket ends it.
         self.out += self.conn.send(reply)
         with trio.CancelScope(shield=True):
-            await self._flush()
+            await self._flush(shielded=True)
 
     async def _on_simple(self, event: Event) -> None:
         reply = _SIMPLE_REPLIES[type(event)]

@@ -338,6 +338,73 @@ async def test_session_time_cap(
     assert await client.closed()
 
 
+async def _lockstep_session(
+    nursery: trio.Nursery, backend: DictBackend, settings: SmtpSettings
+) -> tuple[SmtpTestClient, list[float]]:
+    """serve_smtp over a lockstep stream (a send waits until the client reads); the
+    list gets the trio time at which serve_smtp returned."""
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    ended: list[float] = []
+
+    async def serve() -> None:
+        await serve_smtp(server_stream, PEER, settings=settings, backend=backend)
+        ended.append(trio.current_time())
+
+    nursery.start_soon(serve)
+    return SmtpTestClient(client_stream), ended
+
+
+async def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(
+    nursery: trio.Nursery, backend: DictBackend, autojump_clock: trio.testing.MockClock
+) -> None:
+    settings = make_settings(timeouts=SmtpTimeouts(send=45, before_ehlo=600, command=600))
+    client, ended = await _lockstep_session(nursery, backend, settings)
+    start = trio.current_time()
+    await trio.sleep(1000)  # the greeting is never read
+    assert ended and ended[0] - start == pytest.approx(45)
+    # Closed: what the lockstep stream still holds of the greeting, then the end.
+    assert await client.line() == b"220 mx.example ESMTP"
+    assert await client.closed()
+
+
+async def test_the_250_after_a_stored_message_is_bounded_by_the_send_timeout(
+    nursery: trio.Nursery, backend: DictBackend, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The 250 goes out shielded (see the session cap test below), but a client that
+    stops reading still cannot hold the session past the send timeout."""
+    settings = make_settings(timeouts=SmtpTimeouts(send=45, command=600))
+    client, ended = await _lockstep_session(nursery, backend, settings)
+    await hello(client)
+    await transaction(client, "alice@example.org")
+    assert await client.code("DATA") == 354
+    await client.send(b"Subject: unread\r\n\r\nbody\r\n.\r\n")
+    start = trio.current_time()
+    await trio.sleep(1000)  # the 250 is never read
+    assert len(backend.delivered) == 1
+    assert ended and ended[0] - start == pytest.approx(45)
+
+
+async def test_draining_closes_every_idle_session_sharing_the_event(memory_session: Start) -> None:
+    draining = trio.Event()
+    clients = [memory_session(draining=draining) for _ in range(3)]
+    for client in clients:
+        await hello(client)
+    busy = memory_session(draining=draining)
+    await hello(busy)
+    await transaction(busy, "alice@example.org")
+    assert await busy.code("DATA") == 354
+    await trio.testing.wait_all_tasks_blocked()
+    draining.set()
+    for client in clients:
+        code, lines = await client.reply()
+        assert (code, lines[0].split()[0]) == (421, "4.3.2")
+        assert await client.closed()
+    # A session inside a message is not idle: it finishes, then hears 421.
+    await busy.send(b"Subject: late\r\n\r\nbody\r\n.\r\n")
+    assert (await busy.reply())[0] == 250
+    assert (await busy.reply())[0] == 421
+
+
 async def test_tls_handshake_timeout(
     memory_session: Start, tls_provider: TlsContextProvider, autojump_clock: trio.testing.MockClock
 ) -> None:
