@@ -109,6 +109,7 @@ class Service:
         )
         # One count of concurrent sessions per client address across the SMTP listeners.
         self.smtp_limiter = ClientConnectionLimiter(config.service.max_connections_per_address)
+        self._smtp_settings_cache: dict[str, tuple[configuration.Config, SmtpSettings]] = {}
         self.devices = SqliteDeviceRegistry(
             config.directory_path, recovery_key_path=config.data_dir / "eas-recovery.key"
         )
@@ -177,7 +178,17 @@ class Service:
         raise AssertionError(f"no handler for listener {name}")  # pragma: no cover
 
     def _smtp_settings(self, name: str) -> SmtpSettings:
+        """The listener's settings, built once per config (a reload makes new ones)."""
         cfg = self.config
+        cached = self._smtp_settings_cache.get(name)
+        if cached is not None and cached[0] is cfg:
+            return cached[1]
+        settings = self._build_smtp_settings(name, cfg)
+        self._smtp_settings_cache[name] = (cfg, settings)
+        return settings
+
+    @staticmethod
+    def _build_smtp_settings(name: str, cfg: configuration.Config) -> SmtpSettings:
         return SmtpSettings(
             hostname=cfg.hostname,
             connector=ConnectorKind.DEFAULT if name == "smtp" else ConnectorKind.CLIENT,

@@ -649,7 +649,7 @@ class FolderIndex:
                     continue
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
-                same = os.fstat(self._lock_fd).st_ino == os.stat(self.path / LOCK_FILE).st_ino
+                same = os.fstat(self._lock_fd).st_ino == os.stat(f"{self.path}/{LOCK_FILE}").st_ino
             except FileNotFoundError:
                 same = False
             if same:
@@ -696,7 +696,7 @@ class FolderIndex:
         if state is None or self._broken or self._journal_fd is None:
             return self._load_full()
         try:
-            st = os.stat(self.path / JOURNAL_FILE)
+            st = os.stat(f"{self.path}/{JOURNAL_FILE}")
         except FileNotFoundError:
             return self._load_full()
         if st.st_ino != self._journal_ino or st.st_size < self._journal_offset:
@@ -841,8 +841,8 @@ class FolderIndex:
 
     def _dir_mtimes(self) -> tuple[int, int]:
         return (
-            os.stat(self.path / "new").st_mtime_ns,
-            os.stat(self.path / "cur").st_mtime_ns,
+            os.stat(f"{self.path}/new").st_mtime_ns,  # str paths: a commit makes four
+            os.stat(f"{self.path}/cur").st_mtime_ns,
         )
 
     # --- rebuilding -----------------------------------------------------------------------
@@ -1446,9 +1446,9 @@ class FolderIndex:
                         }
                     )
                 if self._fsync:
-                    fsync_dir(self.path / "new")
+                    fsync_dir(f"{self.path}/new")
                     if any(not op["new"] for op in ops):
-                        fsync_dir(self.path / "cur")
+                        fsync_dir(f"{self.path}/cur")
                 faults.reached("index.dir_synced")
                 offsets = self._cache_append(
                     [(op["uid"], item.metadata) for op, item in zip(ops, items, strict=True)]

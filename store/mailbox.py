@@ -247,11 +247,12 @@ class Mailbox:
     def _read_meta(self) -> _Meta:
         """The hierarchy, re-read if another process replaced the mailbox file."""
         with self._lock:
-            path = self.path / MAILBOX_FILE
+            path = f"{self.path}/{MAILBOX_FILE}"  # a str: read at every delivery
             st = os.stat(path)
             key = (st.st_ino, st.st_mtime_ns, st.st_size)
             if self._meta is None or key != self._meta_stat:
-                meta = _Meta.decode(path.read_bytes())
+                with open(path, "rb") as file:
+                    meta = _Meta.decode(file.read())
                 self._meta_stat = key
                 self._apply_meta(meta)
             assert self._meta is not None

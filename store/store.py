@@ -90,7 +90,7 @@ class Store:
         path = self.mailbox_path(mailbox_id)
         with self._lock:
             mailbox = self._mailboxes.get(mailbox_id)
-            if mailbox is not None and (path / MAILBOX_FILE).exists():
+            if mailbox is not None and os.path.exists(f"{path}/{MAILBOX_FILE}"):
                 return mailbox
         if not create and not (path / MAILBOX_FILE).exists():
             raise MailboxNotFound(f"no mailbox {mailbox_id!r}")
