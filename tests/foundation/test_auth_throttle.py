@@ -116,3 +116,37 @@ async def test_guessing_one_account_from_many_addresses_is_slowed_but_the_owner_
     start = trio.current_time()
     assert (await auth.authenticate("alice", "right", peer="198.51.100.1", protocol="imap")).ok
     assert trio.current_time() - start < 1.0  # the owner's right password is not delayed
+
+
+async def test_every_spelling_of_a_login_counts_against_one_account(
+    directory: Directory, autojump_clock: object
+) -> None:
+    """Address, other address, alias, DOMAIN\\alias and any case name the same user: a
+    guesser cycling through them gets one account budget, not one per spelling."""
+    import trio
+
+    from mailhost.auth import ACCOUNT_FAILURES_BEFORE_SLOWING
+
+    directory.add_address("alice@example.test", "a.liddell@example.test")
+    settings = AuthSettings(
+        failure_delay=1.0, max_failures_per_minute=100, max_failures_per_day=1000
+    )
+    auth = Authenticator(directory, lambda: settings)
+    spellings = [
+        "alice@example.test",
+        "A.Liddell@Example.Test",
+        "alice",
+        "EXAMPLE\\ALICE",
+        " Alice@example.test ",
+    ]
+    delays = []
+    for n in range(ACCOUNT_FAILURES_BEFORE_SLOWING + 2):
+        start = trio.current_time()
+        login = spellings[n % len(spellings)]
+        await auth.authenticate(login, f"guess{n}", peer=f"192.0.2.{n + 1}", protocol="imap")
+        delays.append(trio.current_time() - start)
+    assert delays[-2:] == [2.0, 4.0]  # slowed as one account
+    # A login naming nobody still counts on its own key (and costs the same hash).
+    start = trio.current_time()
+    await auth.authenticate("nobody@example.test", "x", peer="198.51.100.9", protocol="imap")
+    assert trio.current_time() - start == 1.0
