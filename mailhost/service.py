@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import gc
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Final
 
 import trio
 
@@ -527,6 +529,12 @@ def logging_to_stderr(level: str) -> Iterator[None]:
 # password hashes) hold it for up to the switch interval (5 ms by default) before the
 # loop gets it back, which turns a 10 us send() into milliseconds under load.
 SWITCH_INTERVAL = 0.0005
+# The cyclic garbage collector's thresholds (CPython's default is 700, 10, 10). A server
+# allocates in bursts (a FETCH of 100,000 envelopes, a folder's index): with the default,
+# the first ENVELOPE fill of a 100k folder ran a young collection every 700 objects and
+# took 4.5 s; with these, 2.6 s. What the process built while starting is frozen out of
+# the collections altogether (gc.freeze).
+GC_THRESHOLDS: Final = (20_000, 20, 20)
 
 
 def serve(config_path: Path) -> int:
@@ -535,5 +543,7 @@ def serve(config_path: Path) -> int:
     sys.setswitchinterval(SWITCH_INTERVAL)
     with logging_to_stderr(config.service.log_level):
         service = Service(config)
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         trio.run(service.run)
     return 0
