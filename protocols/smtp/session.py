@@ -464,9 +464,14 @@ class _Deadlines:
 
     A session moves its deadline before every wait for its client and clears it after;
     that is two float assignments, where a trio cancel scope per wait (created, entered,
-    registered with the run's deadlines, closed) cost a fifth of a session's CPU. The
-    task sleeps until the earliest deadline it knows; a session whose new deadline is
-    earlier than that wakes it, which in steady traffic is rare.
+    registered with the run's deadlines, closed) cost a fifth of a session's CPU.
+
+    The task sleeps until the earliest deadline it knows, but never longer than the
+    shortest timeout any session has used (while there are sessions). So a deadline set
+    while it sleeps (now + a timeout at least that short) is never earlier than its
+    wake-up, and a wait costs the task nothing; it wakes early only when a shorter
+    timeout than ever before appears. Each wake-up looks at every session: one pass per
+    shortest timeout (a minute by default), however busy the sessions are.
     """
 
     _current: trio.lowlevel.RunVar[_Deadlines] = trio.lowlevel.RunVar("smtp_deadlines")
@@ -474,6 +479,8 @@ class _Deadlines:
     def __init__(self) -> None:
         self.sessions: set[_Session] = set()
         self.wake_at = math.inf
+        self.shortest = math.inf  # the shortest timeout used so far
+        self.passes = 0  # looks at every session so far
         self._moved = trio.Event()
 
     @classmethod
@@ -486,7 +493,10 @@ class _Deadlines:
             trio.lowlevel.spawn_system_task(deadlines._enforce, name="smtp session deadlines")
             return deadlines
 
-    def moved(self, deadline: float) -> None:
+    def moved(self, deadline: float, timeout: float) -> None:
+        if timeout < self.shortest:
+            self.shortest = timeout
+            self._moved.set()
         if deadline < self.wake_at:
             self.wake_at = deadline
             self._moved.set()
@@ -496,12 +506,15 @@ class _Deadlines:
             while True:
                 now = trio.current_time()
                 wake = math.inf
+                self.passes += 1
                 for session in list(self.sessions):
                     deadline = session.io_deadline
                     if deadline <= now:
                         session.expire()
                     elif deadline < wake:
                         wake = deadline
+                if self.sessions:
+                    wake = min(wake, now + self.shortest)
                 if self._moved.is_set():
                     self._moved = trio.Event()
                 self.wake_at = wake
@@ -665,7 +678,7 @@ class _Session:
         """A deadline for one wait (see _Deadlines)."""
         self.waiting = what
         self.io_deadline = deadline = trio.current_time() + timeout
-        self.deadlines.moved(deadline)
+        self.deadlines.moved(deadline, timeout)
 
     def _waited(self) -> None:
         self.waiting = None

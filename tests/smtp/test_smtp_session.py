@@ -384,6 +384,27 @@ async def test_the_250_after_a_stored_message_is_bounded_by_the_send_timeout(
     assert ended and ended[0] - start == pytest.approx(45)
 
 
+async def test_waits_and_sends_do_not_wake_the_deadline_task(
+    memory_session: Start, mock_clock: trio.testing.MockClock
+) -> None:
+    """Deadlines are plain numbers that one task per run enforces: 20 sessions trading
+    200 commands and replies cost it no pass over the sessions (time stands still here,
+    so only a wake-up by a session would show)."""
+    clients = [memory_session() for _ in range(20)]
+    for client in clients:
+        await hello(client)
+    deadlines = session_module._Deadlines.of_this_run()
+    before = deadlines.passes
+    for _ in range(10):
+        for client in clients:
+            assert await client.code("NOOP") == 250
+    assert deadlines.passes == before
+    # The deadlines still hold: once time moves, an idle session times out.
+    mock_clock.jump(300)
+    code, lines = await clients[0].reply()
+    assert (code, lines[0].split()[0]) == (421, "4.4.2")
+
+
 async def test_draining_closes_every_idle_session_sharing_the_event(memory_session: Start) -> None:
     draining = trio.Event()
     clients = [memory_session(draining=draining) for _ in range(3)]
