@@ -164,6 +164,11 @@ class QueueConfig:
     )
     max_connections: int = doc("outbound SMTP connections at once", 100)
     max_per_destination: int = doc("connections at once to one destination", 20)
+    max_active_mib: int = doc(
+        "message content, in MiB, that deliveries in flight hold together (a large message"
+        " alone may pass it)",
+        256,
+    )
     mx_port: int = doc("port of MX hosts (25; other values are for staging setups)", 25)
     allow_local_mx: bool = doc(
         "deliver to MX hosts on loopback or private addresses (staging only)", False
@@ -347,6 +352,8 @@ def _check(config: Config) -> None:
         raise ConfigError(f"{where}: queue: lifetime_hours > 0, delay_warning_hours >= 0")
     if queue.max_connections < 1 or queue.max_per_destination < 1:
         raise ConfigError(f"{where}: queue: connection limits must be at least 1")
+    if queue.max_active_mib < 1:
+        raise ConfigError(f"{where}: queue.max_active_mib: must be at least 1")
     if config.activesync.client_certificates not in CLIENT_CERTIFICATE_MODES:
         raise ConfigError(
             f"{where}: activesync.client_certificates: expected ignore, accept or require"

@@ -475,6 +475,7 @@ def _delivery_settings(config: configuration.Config) -> DeliverySettings:
         ),
         max_connections=queue.max_connections,
         max_per_destination=queue.max_per_destination,
+        max_active_bytes=queue.max_active_mib * 1024 * 1024,
         postmaster=queue.postmaster or None,
     )
 

@@ -71,6 +71,18 @@ def test_config_rejects_unknown_keys_and_wrong_types(tmp_path: Path) -> None:
     for good in (100, 1000):
         smtp = {"max_recipients": good}
         assert config.parse({"hostname": "mail.example.com", "smtp": smtp}, source=source)
+    # What the queue runner holds in flight: the default is the runner's own bound.
+    from mailhost.service import _delivery_settings
+    from transport.delivery import MAX_ACTIVE_BYTES
+
+    assert _delivery_settings(ok).max_active_bytes == MAX_ACTIVE_BYTES
+    queue = {"max_active_mib": 8}
+    small = config.parse({"hostname": "mail.example.com", "queue": queue}, source=source)
+    assert _delivery_settings(small).max_active_bytes == 8 * 1024 * 1024
+    with pytest.raises(config.ConfigError, match=r"queue\.max_active_mib: must be at least 1"):
+        config.parse(
+            {"hostname": "mail.example.com", "queue": {"max_active_mib": 0}}, source=source
+        )
 
 
 def test_rendered_config_parses_back_to_the_same_settings(tmp_path: Path) -> None:
