@@ -139,7 +139,7 @@ class SessionWorld:
     ) -> ImapClient:
         client_stream, server_stream = trio.testing.memory_stream_pair()
         info = connection_info(peer=peer, tls=tls, drain=self.drain)
-        self.nursery.start_soon(self._serve, server_stream, info)
+        self.nursery.start_soon(self.serve, server_stream, info)
         client = ImapClient(client_stream)
         greeting = await client.read_line()
         assert greeting.startswith(b"* OK"), greeting
@@ -147,10 +147,11 @@ class SessionWorld:
             await client.ok(f"LOGIN alice@example.test {PASSWORD}")
         return client
 
-    async def _serve(self, stream: trio.abc.Stream, info: ConnectionInfo) -> None:
+    async def serve(self, stream: trio.abc.Stream, info: ConnectionInfo | None = None) -> None:
+        """The real session served over ``stream`` until it ends."""
         await serve_imap(
             stream,
-            info,
+            info or connection_info(drain=self.drain),
             settings=self.settings,
             checker=self.checker,
             store=self.store,

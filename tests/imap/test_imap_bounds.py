@@ -46,7 +46,6 @@ from protocols.imap.commands import FetchCommand
 from protocols.imap.mailboxes import recent_baseline
 from protocols.imap.parser import ParseContext, parse_command
 from protocols.imap.selected import SelectedFolder, ViewOptions
-from protocols.imap.server import serve_imap
 from protocols.imap.session import FLUSH_AT, ImapSession
 from protocols.imap.settings import IDLE_UPDATE_TIMEOUT, SEND_AS_IS_BYTES, SEND_TIMEOUT
 from protocols.imap.shared import MAX_RECENT_CLAIMS, Claim, FolderKey, ImapShared, RecentClaims
@@ -339,14 +338,7 @@ async def imap_listener(world: SessionWorld) -> AsyncIterator[tuple[str, int]]:
             local=(local[0], local[1]),
         )
         async with stream:
-            await serve_imap(
-                stream,
-                info,
-                settings=world.settings,
-                checker=world.checker,
-                store=world.store,
-                shared=world.shared,
-            )
+            await world.serve(stream, info)
 
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
@@ -692,17 +684,7 @@ async def test_the_next_chunk_is_read_while_one_is_sent_and_no_further(
 
     monkeypatch.setattr(messages._FetchJob, "render", counting)
     client_stream, server_stream = trio.testing.lockstep_stream_pair()
-    world.nursery.start_soon(
-        partial(
-            serve_imap,
-            server_stream,
-            connection_info(drain=world.drain),
-            settings=world.settings,
-            checker=world.checker,
-            store=world.store,
-            shared=world.shared,
-        )
-    )
+    world.nursery.start_soon(world.serve, server_stream)
     client = ImapClient(client_stream)
     assert (await client.read_line()).startswith(b"* OK")
     await client.ok(f"LOGIN alice@example.test {PASSWORD}")
@@ -833,14 +815,7 @@ async def _stalled_idle(world: SessionWorld) -> tuple[trio.abc.Stream, trio.Even
 
     async def serve() -> None:
         try:
-            await serve_imap(
-                server_stream,
-                connection_info(drain=world.drain),
-                settings=world.settings,
-                checker=world.checker,
-                store=world.store,
-                shared=world.shared,
-            )
+            await world.serve(server_stream)
         finally:
             ended.set()
 
