@@ -208,7 +208,7 @@ class Service:
             settings=self._smtp_settings(name),
             backend=self.smtp_backend,
             tls_context=info.tls_context,
-            draining=info.drain.event,
+            drain=info.drain,
             limiter=self.smtp_limiter,
         )
 

@@ -37,19 +37,29 @@ class Drain:
         for scope in list(self._idle):
             scope.cancel()
 
+    def waiting(self, scope: trio.CancelScope) -> None:
+        """`scope` now waits idle for the client: cancelled when draining starts (at
+        once if it has). A session with one scope for its whole life (SMTP) says so
+        around each wait, without a scope per wait."""
+        if self.event.is_set():
+            scope.cancel()
+        self._idle.add(scope)
+
+    def busy(self, scope: trio.CancelScope) -> None:
+        """`scope` no longer waits idle."""
+        self._idle.discard(scope)
+
     @contextmanager
     def idle(self, timeout: float = math.inf) -> Iterator[trio.CancelScope]:
         """Wrap a wait for the client, at most `timeout` seconds. When
         `scope.cancelled_caught`, either draining began (`started`) or time ran out."""
         scope = trio.CancelScope(deadline=trio.current_time() + timeout)
-        if self.event.is_set():
-            scope.cancel()
-        self._idle.add(scope)
+        self.waiting(scope)
         try:
             with scope:
                 yield scope
         finally:
-            self._idle.discard(scope)
+            self.busy(scope)
 
 
 @dataclass(frozen=True, slots=True)

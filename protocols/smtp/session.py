@@ -4,7 +4,7 @@
 with a context fetched at each handshake, so certificate reloads take effect), time
 (state-dependent read timeouts, a total session cap, the TLS handshake deadline, the
 sleep on errors), spooling message content (memory first, then a temporary file), and
-shutdown (a draining event answered with 421 at the next command boundary).
+shutdown (the server's drain answered with 421 at the next command boundary).
 
 Policy arrives through `SmtpBackend`, a `typing.Protocol` the caller implements (the
 hub transport does): who may authenticate, which senders and recipients are accepted,
@@ -41,6 +41,7 @@ from typing import BinaryIO, NoReturn, Protocol
 
 import trio
 
+from protocols.connection import Drain
 from protocols.smtp.address import Address
 from protocols.smtp.core import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -524,38 +525,6 @@ class _Deadlines:
             return  # the run is ending
 
 
-class _IdleSessions:
-    """The sessions of one trio run that wait for their client at a command boundary,
-    per draining event. One system task per event (not a task per session) cancels
-    them when the server starts draining, so they can say 421 and close at once."""
-
-    _registry: trio.lowlevel.RunVar[dict[int, tuple[trio.Event, set[_Session]]]] = (
-        trio.lowlevel.RunVar("smtp_idle_sessions")
-    )
-
-    @classmethod
-    def of(cls, draining: trio.Event) -> set[_Session]:
-        try:
-            registry = cls._registry.get()
-        except LookupError:
-            registry = {}
-            cls._registry.set(registry)
-        entry = registry.get(id(draining))
-        if entry is None:
-            entry = registry[id(draining)] = (draining, set())
-            trio.lowlevel.spawn_system_task(cls._cancel_on_drain, draining, entry[1])
-        return entry[1]
-
-    @staticmethod
-    async def _cancel_on_drain(draining: trio.Event, sessions: set[_Session]) -> None:
-        try:
-            await draining.wait()
-        except trio.Cancelled:
-            return  # the run is ending
-        for session in list(sessions):
-            session.drain_now()
-
-
 class _Closing(Exception):
     """The stream is gone or must go: stop serving without further replies."""
 
@@ -567,7 +536,7 @@ async def serve_smtp(
     settings: SmtpSettings,
     backend: SmtpBackend,
     tls_context: TlsContextProvider | None = None,
-    draining: trio.Event | None = None,
+    drain: Drain | None = None,
     limiter: ClientConnectionLimiter | None = None,
 ) -> None:
     """Serve one SMTP connection until it ends; always closes `stream`.
@@ -575,12 +544,12 @@ async def serve_smtp(
     `peer` is the client's (address, port). `tls_context` is called at each handshake
     (STARTTLS, or at once with `settings.implicit_tls`) and may return None when no
     certificate is available (STARTTLS then answers 454 and is not advertised if the
-    provider is absent). `draining` set means the server is stopping: at the next
+    provider is absent). `drain` started means the server is stopping: at the next
     command boundary the client gets `421 4.3.2` and the connection closes. `limiter`
     counts concurrent sessions per client address (over the limit: 421 4.7.0).
     Never raises for anything the peer does; only Cancelled propagates.
     """
-    session = _Session(stream, peer, settings, backend, tls_context, draining)
+    session = _Session(stream, peer, settings, backend, tls_context, drain)
     acquired = limiter.try_acquire(peer[0]) if limiter is not None else True
     try:
         await session.run(over_limit=not acquired)
@@ -598,14 +567,14 @@ class _Session:
         settings: SmtpSettings,
         backend: SmtpBackend,
         tls_context: TlsContextProvider | None,
-        draining: trio.Event | None,
+        drain: Drain | None,
     ) -> None:
         self.stream = stream
         self.peer = peer
         self.settings = settings
         self.backend = backend
         self.tls_context = tls_context
-        self.draining = draining
+        self.drain = drain
         self.id = secrets.token_hex(6)
         self.tls: TlsInfo | None = None
         self.auth_user: str | None = None
@@ -622,8 +591,6 @@ class _Session:
         self.deadlines = _Deadlines.of_this_run()
         self.in_scope = False
         self.waiting: str | None = None  # what the scope's deadline is guarding now
-        self.drained = False  # cancelled by the drain while idle at a command boundary
-        self.idle_sessions = _IdleSessions.of(draining) if draining is not None else None
         self.conn = ServerConnection(
             extensions=self._extensions(), limits=settings.limits(), tls_active=False
         )
@@ -728,9 +695,9 @@ class _Session:
     async def _receive(self) -> bytes:
         """Read more input within the state's timeout. A timeout or a drain cancels the
         session scope, and `run` says goodbye (see `_after_cancel`)."""
-        idle = self.idle_sessions if self.conn.state in _COMMAND_BOUNDARY else None
-        if idle is not None and self.draining is not None and self.draining.is_set():
-            await self._close_with(_SHUTTING_DOWN)  # set while we were busy: do not wait
+        idle = self.drain if self.conn.state in _COMMAND_BOUNDARY else None
+        if idle is not None and idle.started:
+            await self._close_with(_SHUTTING_DOWN)  # began while we were busy: do not wait
         timeouts = self.settings.timeouts
         timeout = (
             timeouts.before_ehlo
@@ -739,7 +706,7 @@ class _Session:
         )
         self._wait_for(_RECEIVING, timeout)
         if idle is not None:
-            idle.add(self)
+            idle.waiting(self.scope)  # the drain cancels the session scope
         try:
             data = await self.stream.receive_some(RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
@@ -747,14 +714,9 @@ class _Session:
             raise _Closing from None
         finally:
             if idle is not None:
-                idle.discard(self)
+                idle.busy(self.scope)
         self._waited()
         return bytes(data)
-
-    def drain_now(self) -> None:
-        """The server is draining and this session waits idle at a command boundary."""
-        self.drained = True
-        self.scope.cancel()
 
     async def _close_with(self, reply: Reply) -> NoReturn:
         if reply.code >= 400:
@@ -822,8 +784,13 @@ class _Session:
     async def _after_cancel(self) -> None:
         """Goodbye after the session scope was cancelled: by the drain, by a wait's
         timeout, or by the session's time limit."""
-        if self.drained:
-            await self._close_with(_SHUTTING_DOWN)
+        if (
+            self.drain is not None
+            and self.drain.started
+            and self.waiting == _RECEIVING
+            and self.conn.state in _COMMAND_BOUNDARY
+        ):
+            await self._close_with(_SHUTTING_DOWN)  # idle when draining began
         if self.waiting == _SENDING:
             self._log(logging.INFO, "timeout sending a reply")
             return
@@ -877,11 +844,7 @@ class _Session:
             if conn.state is State.CLOSED:
                 await self._flush()
                 return
-            if (
-                self.draining is not None
-                and self.draining.is_set()
-                and conn.state in _COMMAND_BOUNDARY
-            ):
+            if self.drain is not None and self.drain.started and conn.state in _COMMAND_BOUNDARY:
                 await self._close_with(
                     Reply(421, "4.3.2", "Service shutting down, try again later")
                 )

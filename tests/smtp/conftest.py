@@ -13,6 +13,7 @@ import trio.testing
 import trustme
 from smtp_helpers import HOSTNAME, PEER, SmtpTestClient, make_settings
 
+from protocols.connection import Drain
 from protocols.smtp.fakes import DictBackend
 from protocols.smtp.session import SmtpSettings, TlsContextProvider, serve_smtp
 
@@ -64,7 +65,7 @@ def memory_session(nursery: trio.Nursery, backend: DictBackend) -> Callable[...,
         settings: SmtpSettings | None = None,
         *,
         tls_context: TlsContextProvider | None = None,
-        draining: trio.Event | None = None,
+        drain: Drain | None = None,
         session_backend: Any = None,
         **kwargs: Any,
     ) -> SmtpTestClient:
@@ -77,7 +78,7 @@ def memory_session(nursery: trio.Nursery, backend: DictBackend) -> Callable[...,
                 settings=settings or make_settings(),
                 backend=session_backend or backend,
                 tls_context=tls_context,
-                draining=draining,
+                drain=drain,
                 **kwargs,
             )
         )

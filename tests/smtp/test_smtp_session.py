@@ -15,6 +15,7 @@ import trio
 import trio.testing
 from smtp_helpers import HOSTNAME, PEER, SmtpTestClient, make_settings
 
+from protocols.connection import Drain
 from protocols.smtp import session as session_module
 from protocols.smtp.address import Address
 from protocols.smtp.esmtp import BodyType, DsnNotify, DsnReturn
@@ -405,17 +406,17 @@ async def test_waits_and_sends_do_not_wake_the_deadline_task(
     assert (code, lines[0].split()[0]) == (421, "4.4.2")
 
 
-async def test_draining_closes_every_idle_session_sharing_the_event(memory_session: Start) -> None:
-    draining = trio.Event()
-    clients = [memory_session(draining=draining) for _ in range(3)]
+async def test_draining_closes_every_idle_session_of_the_server(memory_session: Start) -> None:
+    drain = Drain()
+    clients = [memory_session(drain=drain) for _ in range(3)]
     for client in clients:
         await hello(client)
-    busy = memory_session(draining=draining)
+    busy = memory_session(drain=drain)
     await hello(busy)
     await transaction(busy, "alice@example.org")
     assert await busy.code("DATA") == 354
     await trio.testing.wait_all_tasks_blocked()
-    draining.set()
+    drain.start()
     for client in clients:
         code, lines = await client.reply()
         assert (code, lines[0].split()[0]) == (421, "4.3.2")
@@ -564,24 +565,24 @@ def test_a_full_disk_is_452_mail_system_full() -> None:
 
 
 async def test_draining_closes_an_idle_session_at_once(memory_session: Start) -> None:
-    draining = trio.Event()
-    client = memory_session(draining=draining)
+    drain = Drain()
+    client = memory_session(drain=drain)
     await hello(client)
-    draining.set()
+    drain.start()
     code, lines = await client.reply()
     assert (code, lines[0].split()[0]) == (421, "4.3.2")
     assert await client.closed()
 
 
 async def test_draining_lets_a_message_finish(memory_session: Start, backend: DictBackend) -> None:
-    draining = trio.Event()
-    client = memory_session(draining=draining)
+    drain = Drain()
+    client = memory_session(drain=drain)
     await hello(client)
     await transaction(client, "alice@example.org")
     assert await client.code("DATA") == 354
     await client.send(b"first part\r\n")
     await trio.testing.wait_all_tasks_blocked()
-    draining.set()
+    drain.start()
     await client.send(b"second part\r\n.\r\nNOOP\r\n")
     assert (await client.reply())[0] == 250
     assert (await client.reply())[0] == 421
