@@ -24,6 +24,7 @@ import bisect
 import datetime as dt
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import IO, TYPE_CHECKING, BinaryIO, Final
 
 import trio
@@ -514,18 +515,7 @@ class _FetchJob:
                 pass
             else:
                 try:
-                    data = os.read(fd, size)
-                    if len(data) < size:
-                        parts = [data]
-                        got = len(data)
-                        while got < size:
-                            more = os.read(fd, size - got)
-                            if not more:
-                                break
-                            parts.append(more)
-                            got += len(more)
-                        data = b"".join(parts)
-                    return data
+                    return _read_all(partial(os.read, fd), size)
                 finally:
                     os.close(fd)
         try:
@@ -677,13 +667,19 @@ def _read_span(handle: IO[bytes], start: int, length: int) -> bytes:
     """``length`` octets from ``start`` (fewer at the end of the file). An unbuffered
     file reads with one system call, which may return less than asked: go on until done."""
     handle.seek(start)
-    data = handle.read(length)
+    return _read_all(handle.read, length)
+
+
+def _read_all(read: Callable[[int], bytes], length: int) -> bytes:
+    """``length`` octets from ``read`` (fewer at the end of the file), asking again after
+    a short read."""
+    data = read(length)
     if len(data) >= length or not data:
         return data
     parts = [data]
     got = len(data)
     while got < length:
-        more = handle.read(length - got)
+        more = read(length - got)
         if not more:
             break
         parts.append(more)
