@@ -222,16 +222,14 @@ class Authenticator:
         self._account_failures.start(account)
         return None
 
-    def _account_of(self, login: str) -> str:
-        """The key an attempt counts against: the user the login names, however it is
-        written (address, other address, alias, DOMAIN\\alias; else a guesser would get
-        a budget per spelling), or the login itself for no user. One indexed SQLite read
-        (WAL: never waits for a writer), cheaper than a thread hand-off."""
+    def _user_of(self, login: str) -> User | None:
+        """The user a login names, however it is written (address, other address,
+        alias, DOMAIN\\alias). One indexed SQLite read (WAL: never waits for a writer),
+        cheaper than a thread hand-off."""
         try:
-            user = self._directory.user_for_login(login)
+            return self._directory.user_for_login(login)
         except DirectoryError:
-            user = None
-        return f"user:{user.id}" if user is not None else account_key(login)
+            return None
 
     def account(self, user: User) -> Account:
         return Account(
@@ -245,7 +243,10 @@ class Authenticator:
     async def authenticate(self, login: str, password: str, *, peer: str, protocol: str) -> Login:
         """Check `login`/`password` for a client at address `peer`."""
         buckets = buckets_of(peer)
-        account = self._account_of(login)
+        named = self._user_of(login)
+        # What the attempt counts against: the user, whatever the spelling (else a
+        # guesser would get a budget per spelling), or the login itself for nobody.
+        account = f"user:{named.id}" if named is not None else account_key(login)
         refusal = await self._admit(buckets, account)
         if refusal is not None:
             log.warning("auth throttled: %s login=%r from %s (%s)", protocol, login, peer, refusal)
@@ -254,7 +255,7 @@ class Authenticator:
         failed = False
         try:
             user = await trio.to_thread.run_sync(
-                self._directory.verify_login, login, password, self._cache, limiter=self._limiter
+                self._directory.verify_user, named, password, self._cache, limiter=self._limiter
             )
             failed = user is None
         finally:

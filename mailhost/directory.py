@@ -348,7 +348,15 @@ class Directory:
     ) -> User | None:
         """The user if `password` is theirs; None otherwise. Costs one Argon2id hash unless
         `cache` vouches for it; an unknown user costs the same as a wrong password."""
-        user = self.user_for_login(login)
+        return self.verify_user(self.user_for_login(login), password, cache)
+
+    def verify_user(
+        self,
+        user: User | None,
+        password: str,
+        cache: passwords.VerifiedCredentials | None = None,
+    ) -> User | None:
+        """`verify_login` for a login already resolved to `user` (None: nobody)."""
         if user is None:
             passwords.burn_verification_time(password)
             return None

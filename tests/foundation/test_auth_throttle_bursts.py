@@ -45,8 +45,8 @@ class CountingDirectory(Directory):
         self.broken = False
         self._lock = threading.Lock()
 
-    def verify_login(
-        self, login: str, password: str, cache: VerifiedCredentials | None = None
+    def verify_user(
+        self, user: User | None, password: str, cache: VerifiedCredentials | None = None
     ) -> User | None:
         with self._lock:
             self.checks += 1
@@ -54,7 +54,7 @@ class CountingDirectory(Directory):
             assert self.gate.wait(10)
         if self.broken:
             raise RuntimeError("directory unavailable")
-        return super().verify_login(login, password, cache)
+        return super().verify_user(user, password, cache)
 
 
 @pytest.fixture
