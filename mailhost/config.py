@@ -104,6 +104,12 @@ class ServiceSettings:
     max_connections_per_address: int = doc(
         "concurrent connections one client address may hold per listener", 50
     )
+    single_cpu: bool = doc(
+        "keep the server's threads on one CPU: Python runs one thread at a time, and "
+        "handing that turn between CPUs costs more than it gains (password hashes "
+        "still use every CPU)",
+        True,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,8 @@ from typing import Final
 import trio
 
 from certs.tls import CertificateError, ClientCertificates, TlsProvider
+from mailhost import affinity, sdnotify
 from mailhost import config as configuration
-from mailhost import sdnotify
 from mailhost.auth import Authenticator
 from mailhost.devices import SqliteDeviceRegistry
 from mailhost.directory import Directory
@@ -291,6 +291,7 @@ class Service:
         if swept := self.hub.sweep_spool():
             log.info("removed %d unfinished file(s) a stop left in the spool", swept)
         await self._bind()
+        _place_threads(self.config.service.single_cpu)
         try:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async with trio.open_nursery() as root:
@@ -402,6 +403,7 @@ class Service:
             new, listeners=self.config.listeners, data_dir=self.config.data_dir
         )
         logging.getLogger("mailhost").setLevel(self.config.service.log_level.upper())
+        _place_threads(self.config.service.single_cpu)
         log.info("reloaded configuration and certificate")
         sdnotify.ready()
 
@@ -536,6 +538,12 @@ SWITCH_INTERVAL = 0.0005
 # took 4.5 s; with these, 2.6 s. What the process built while starting is frozen out of
 # the collections altogether (gc.freeze).
 GC_THRESHOLDS: Final = (20_000, 20, 20)
+
+
+def _place_threads(single_cpu: bool) -> None:
+    cpu = affinity.apply(single_cpu)
+    if cpu is not None:
+        log.info("threads kept on CPU %d (service.single_cpu)", cpu)
 
 
 def serve(config_path: Path) -> int:

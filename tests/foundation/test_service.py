@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import smtplib
 import socket
 import ssl
 import subprocess
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from harness import Instance, Server, mailhost_argv
+
+from mailhost import affinity
 
 # Each listener greets in its own protocol.
 PLAIN_GREETINGS = {
@@ -277,3 +283,69 @@ def test_connections_over_the_per_address_limit_are_refused(instance: Instance) 
             finally:
                 for sock in held:
                     sock.close()
+
+
+def _thread_cpus(pid: int) -> dict[int, frozenset[int]]:
+    """Each thread of `pid` and the CPUs it may run on (proc(5), Cpus_allowed_list)."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:
+            continue  # the thread ended
+        listed = next(
+            line.split(":", 1)[1].strip()
+            for line in status.splitlines()
+            if line.startswith("Cpus_allowed_list:")
+        )
+        cpus: set[int] = set()
+        for part in listed.split(","):
+            low, _, high = part.partition("-")
+            cpus.update(range(int(low), int(high or low) + 1))
+        found[int(task.name)] = frozenset(cpus)
+    return found
+
+
+def test_threads_share_one_cpu_and_a_reload_can_spread_them(
+    server: Server, instance: Instance
+) -> None:
+    allowed = frozenset(os.sched_getaffinity(0))  # what the server started with
+    with smtplib.SMTP(*server.address("smtp"), timeout=10) as smtp:
+        # A delivery runs in worker threads: they must be on the same CPU too.
+        smtp.sendmail("a@remote.example", ["demo@example.test"], b"Subject: x\r\n\r\nbody\r\n")
+    threads = _thread_cpus(server.process.pid)
+    assert len(threads) > 1
+    [kept] = set(threads.values())
+    assert len(kept) == 1 and kept <= allowed
+    assert "threads kept on CPU" in server.log()
+
+    instance.set_config("service", "single_cpu", "false")
+    server.reload()
+    assert set(_thread_cpus(server.process.pid).values()) == {allowed}
+
+    instance.set_config("service", "single_cpu", "true")
+    server.reload()
+    [kept] = set(_thread_cpus(server.process.pid).values())
+    assert len(kept) == 1 and kept <= allowed
+
+
+def test_work_outside_the_gil_may_use_every_cpu_while_it_runs() -> None:
+    allowed = frozenset(os.sched_getaffinity(0))
+    seen: dict[str, frozenset[int]] = {}
+
+    def worker() -> None:
+        with affinity.everywhere():
+            seen["inside"] = frozenset(os.sched_getaffinity(0))
+        seen["after"] = frozenset(os.sched_getaffinity(0))
+
+    cpu = affinity.apply(True)
+    try:
+        assert cpu in allowed
+        assert frozenset(os.sched_getaffinity(0)) == {cpu}
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+    finally:
+        affinity.apply(False)
+    assert seen == {"inside": allowed, "after": frozenset({cpu})}
+    assert frozenset(os.sched_getaffinity(0)) == allowed
