@@ -24,6 +24,7 @@ hub, not here) always sees the domain the mail would really go to:
 from __future__ import annotations
 
 import ipaddress
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -56,6 +57,12 @@ _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _ATEXT = frozenset(_ALNUM + "!#$%&'*+-/=?^_`{|}~")
 _LDH = frozenset(_ALNUM + "-")
 _LET_DIG = _LDH - {"-"}
+# The same sets as regular expressions: the ASCII runs of a path are matched in C, and
+# only what they stop at (UTF-8, or an error) is looked at one character at a time.
+_ATEXT_CLASS = "A-Za-z0-9!#$%&'*+\\-/=?^_`{|}~"
+_ASCII_DOT_ATEXT_RUN = re.compile(f"[{_ATEXT_CLASS}.]*")
+_ASCII_DOT_STRING = re.compile(f"[{_ATEXT_CLASS}]+(?:\\.[{_ATEXT_CLASS}]+)*")
+_ASCII_DOMAIN_RUN = re.compile("[A-Za-z0-9.-]*")
 
 
 class AddressError(ValueError):
@@ -128,8 +135,17 @@ class Address:
         return f"<{self}>"
 
 
+def _run_end(run: re.Pattern[str], text: str, pos: int) -> int:
+    """Where a run of `run`'s characters starting at `pos` ends."""
+    match = run.match(text, pos)
+    assert match is not None  # a starred class matches the empty string
+    return match.end()
+
+
 def _is_dot_string(text: str) -> bool:
-    if not text:
+    if _ASCII_DOT_STRING.fullmatch(text):
+        return True
+    if not text or text.isascii():
         return False
     return all(atom and all(_is_atext(ch, True) for ch in atom) for atom in text.split("."))
 
@@ -226,6 +242,7 @@ class _Scanner:
 
     def domain(self) -> str:
         start = self.pos
+        self.pos = _run_end(_ASCII_DOMAIN_RUN, self.text, self.pos)
         while self.pos < len(self.text):
             ch = self.text[self.pos]
             if ch in _LDH or ch == "." or (ord(ch) > 127 and ch.isprintable()):
@@ -295,6 +312,7 @@ class _Scanner:
                     raise AddressError("invalid character in quoted local part")
             value = "".join(chars)
         else:
+            self.pos = _run_end(_ASCII_DOT_ATEXT_RUN, self.text, self.pos)
             while self.pos < len(self.text) and (
                 _is_atext(self.text[self.pos], self.utf8) or self.text[self.pos] == "."
             ):
