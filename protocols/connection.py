@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -100,3 +101,58 @@ def tls_description(stream: trio.abc.Stream) -> str | None:
         if cipher and version:
             return f"{version} {cipher[0]}"
     return None
+
+
+class PlainSocketIO:
+    """`send_all` and `receive_some` straight on a plain TCP socket's descriptor.
+
+    trio.SocketStream wraps every call in a conflict check, error translation and a
+    checkpoint: about 15 us a call, measured here, against 1 to 2 us for the system call
+    itself. An SMTP session sends and receives a handful of short lines per message, so
+    those layers cost more than parsing the commands. This makes the system call first
+    and waits (cancellably, as before) only when the socket is not ready.
+
+    A receive that did not have to wait still yields to the other tasks (a client
+    pipelining without pause cannot starve the server). The descriptor is asked of the
+    trio socket at every call: once the stream is closed it is -1 and the call fails
+    with ClosedResourceError, so a descriptor number reused by a later connection is
+    never read. Errors are trio's: BrokenResourceError for a broken connection.
+    """
+
+    __slots__ = ("_socket",)
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._socket = stream.socket
+
+    def _fd(self) -> int:
+        fd = self._socket.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the connection was closed")
+        return fd
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        waited = False
+        while True:
+            try:
+                data = os.read(self._fd(), max_bytes)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self._socket)
+                waited = True
+                continue
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
+            if not waited:
+                await trio.lowlevel.checkpoint()
+            return data
+
+    async def send_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                sent = os.write(self._fd(), view)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._socket)
+                continue
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"send failed: {exc}") from exc
+            view = view[sent:]

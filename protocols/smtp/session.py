@@ -41,7 +41,7 @@ from typing import BinaryIO, NoReturn, Protocol
 
 import trio
 
-from protocols.connection import Drain
+from protocols.connection import Drain, PlainSocketIO
 from protocols.smtp.address import Address
 from protocols.smtp.core import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -559,6 +559,12 @@ async def serve_smtp(
         await session.aclose()
 
 
+class _ByteIO(Protocol):
+    async def send_all(self, data: bytes) -> None: ...
+
+    async def receive_some(self, max_bytes: int) -> bytes | bytearray: ...
+
+
 class _Session:
     def __init__(
         self,
@@ -570,6 +576,11 @@ class _Session:
         drain: Drain | None,
     ) -> None:
         self.stream = stream
+        # Plain TCP: send and receive on the socket directly (see PlainSocketIO);
+        # after STARTTLS, through the TLS stream.
+        self.io: _ByteIO = stream
+        if isinstance(stream, trio.SocketStream):
+            self.io = PlainSocketIO(stream)
         self.peer = peer
         self.settings = settings
         self.backend = backend
@@ -677,7 +688,7 @@ class _Session:
 
     async def _send(self, data: bytes) -> None:
         try:
-            await self.stream.send_all(data)
+            await self.io.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
             self._log(logging.INFO, "connection lost while sending: %s", error or "closed")
             raise _Closing from None
@@ -708,7 +719,7 @@ class _Session:
         if idle is not None:
             idle.waiting(self.scope)  # the drain cancels the session scope
         try:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
+            data = await self.io.receive_some(RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
             self._log(logging.INFO, "connection lost: %s", error or "closed")
             raise _Closing from None
@@ -741,7 +752,7 @@ class _Session:
         return True
 
     def _tls_established(self, tls_stream: trio.SSLStream[trio.abc.Stream]) -> None:
-        self.stream = tls_stream
+        self.stream = self.io = tls_stream
         cipher = tls_stream.cipher()
         self.tls = TlsInfo(
             version=tls_stream.version() or "unknown",
