@@ -6,21 +6,26 @@ new connections and on reused ones (-d). Our 250 comes only after the copy is fs
 in the mailbox, so "accepted" is "delivered". When Postfix can run here (root, its
 package installed, not configured for anything else), the same load goes to a
 Postfix on loopback delivering to a maildir, timed until the last message is in the
-maildir, and the ratio is reported.
+maildir, and the ratio is reported. Both servers run side by side and each case runs
+on one, then the other, for several rounds; the medians are reported, so a slow spell
+of the machine does not land on one server only.
 
-    .venv/bin/python -m bench.smtp [--messages N] [--size BYTES]
+    .venv/bin/python -m bench.smtp [--messages N] [--size BYTES] [--rounds N]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pwd
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
@@ -54,14 +59,21 @@ def count_files(folder: Path) -> int:
     )
 
 
-def run_mailhost(cases: list[tuple[int, bool]], messages: int, size: int) -> list[dict[str, float]]:
-    results = []
+Case = tuple[int, bool]  # (concurrent sessions, reused connections)
+Measure = Callable[[Case], dict[str, float]]
+
+
+@contextlib.contextmanager
+def mailhost(messages: int, size: int) -> Iterator[Measure]:
+    """The real server, started once; yields a function that runs one case on it."""
     with tempfile.TemporaryDirectory() as tmp:
         instance = Instance.create(Path(tmp) / "instance")
         instance.set_config("service", "max_connections_per_address", "200")
         with instance.start() as server:
             maildir = instance.mailbox_dir("demo@example.test")
-            for sessions, reuse in cases:
+
+            def measure(case: Case) -> dict[str, float]:
+                sessions, reuse = case
                 before_files = count_files(maildir)
                 cpu_before = cpu_seconds(server.process.pid)
                 elapsed = smtp_source(
@@ -71,16 +83,13 @@ def run_mailhost(cases: list[tuple[int, bool]], messages: int, size: int) -> lis
                 cpu = cpu_seconds(server.process.pid) - cpu_before
                 delivered = count_files(maildir) - before_files
                 assert delivered == messages, f"{delivered} of {messages} delivered"
-                results.append(
-                    {
-                        "sessions": sessions,
-                        "reuse": reuse,
-                        "rate": messages / elapsed,
-                        "latency_ms": 1000 * elapsed * sessions / messages,
-                        "cpu_ms": 1000 * cpu / messages,
-                    }
-                )
-    return results
+                return {
+                    "rate": messages / elapsed,
+                    "latency_ms": 1000 * elapsed * sessions / messages,
+                    "cpu_ms": 1000 * cpu / messages,
+                }
+
+            yield measure
 
 
 def postfix_available() -> str | None:
@@ -115,7 +124,10 @@ smtpd_client_connection_rate_limit = 0
 """
 
 
-def run_postfix(cases: list[tuple[int, bool]], messages: int, size: int) -> list[dict[str, float]]:
+@contextlib.contextmanager
+def postfix(messages: int, size: int) -> Iterator[Measure]:
+    """Postfix on loopback delivering to a maildir, started once; yields a function
+    that runs one case on it, timed until the last message is in the maildir."""
     master = Path("/etc/postfix/master.cf")
     original_master = master.read_text()
     created_user = False
@@ -138,8 +150,9 @@ def run_postfix(cases: list[tuple[int, bool]], messages: int, size: int) -> list
         subprocess.run(["postfix", "start"], check=True, capture_output=True)
         time.sleep(1.0)
         maildir = home / "Maildir"
-        results = []
-        for sessions, reuse in cases:
+
+        def measure(case: Case) -> dict[str, float]:
+            sessions, reuse = case
             before = count_files(maildir) if maildir.exists() else 0
             started = time.perf_counter()
             smtp_source(POSTFIX_PORT, sessions=sessions, messages=messages, size=size, reuse=reuse,
@@ -150,11 +163,9 @@ def run_postfix(cases: list[tuple[int, bool]], messages: int, size: int) -> list
                     raise RuntimeError("Postfix did not deliver everything in 300 s")
                 time.sleep(0.005)
             elapsed = time.perf_counter() - started
-            results.append(
-                {"sessions": sessions, "reuse": reuse, "rate": messages / elapsed,
-                 "latency_ms": 1000 * elapsed * sessions / messages, "cpu_ms": float("nan")}
-            )  # fmt: skip
-        return results
+            return {"rate": messages / elapsed, "latency_ms": 1000 * elapsed * sessions / messages}
+
+        yield measure
     finally:
         subprocess.run(["postfix", "stop"], check=False, capture_output=True)
         master.write_text(original_master)
@@ -163,26 +174,47 @@ def run_postfix(cases: list[tuple[int, bool]], messages: int, size: int) -> list
             subprocess.run(["userdel", "-r", POSTFIX_USER], check=False, capture_output=True)
 
 
+def median_of(rows: list[dict[str, float]], key: str) -> float:
+    return statistics.median(row[key] for row in rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--size", type=int, default=10240)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if not shutil.which("smtp-source"):
         raise SystemExit("smtp-source not found: apt-get install postfix (only the tool is used)")
-    cases = [(1, False), (20, False), (1, True), (20, True)]
-    print(f"SMTP receive: {args.messages} messages of {args.size} bytes per case, fsync on")
-    ours = run_mailhost(cases, args.messages, args.size)
+    cases: list[Case] = [(1, False), (20, False), (1, True), (20, True)]
+    print(
+        f"SMTP receive: {args.messages} messages of {args.size} bytes per case, fsync on; "
+        f"median of {args.rounds} rounds, each case run on both servers in turn"
+    )
+    ours: dict[Case, list[dict[str, float]]] = {case: [] for case in cases}
+    theirs: dict[Case, list[dict[str, float]]] = {case: [] for case in cases}
     why_not = postfix_available()
-    theirs = run_postfix(cases, args.messages, args.size) if why_not is None else None
+    with contextlib.ExitStack() as stack:
+        run_ours = stack.enter_context(mailhost(args.messages, args.size))
+        run_theirs = None
+        if why_not is None:
+            run_theirs = stack.enter_context(postfix(args.messages, args.size))
+        for _ in range(args.rounds):
+            for case in cases:
+                ours[case].append(run_ours(case))
+                if run_theirs is not None:
+                    theirs[case].append(run_theirs(case))
     print(f"{'sessions':>8} {'connections':>11} {'mailhost msg/s':>15} {'latency ms':>10} "
           f"{'CPU ms/msg':>10} {'postfix msg/s':>14} {'ratio':>6}")  # fmt: skip
-    for i, row in enumerate(ours):
-        other = theirs[i]["rate"] if theirs else None
-        ratio = f"{row['rate'] / other:6.2f}" if other else "     -"
+    for case in cases:
+        sessions, reuse = case
+        rate = median_of(ours[case], "rate")
+        other = median_of(theirs[case], "rate") if theirs[case] else None
+        ratio = f"{rate / other:6.2f}" if other else "     -"
+        latency, cpu = median_of(ours[case], "latency_ms"), median_of(ours[case], "cpu_ms")
         print(
-            f"{row['sessions']:>8} {'reused' if row['reuse'] else 'new':>11} {row['rate']:>15.0f} "
-            f"{row['latency_ms']:>10.1f} {row['cpu_ms']:>10.2f} "
+            f"{sessions:>8} {'reused' if reuse else 'new':>11} {rate:>15.0f} "
+            f"{latency:>10.1f} {cpu:>10.2f} "
             f"{other if other is None else round(other):>14} {ratio}"
         )
     if why_not:
