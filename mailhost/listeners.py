@@ -163,4 +163,5 @@ class Sessions:
             self._per_peer[key] -= 1
             if self._per_peer[key] <= 0:
                 del self._per_peer[key]
-            await trio.aclose_forcefully(session)
+            if stream.socket.fileno() >= 0:  # the session did not close it (SMTP always does)
+                await trio.aclose_forcefully(session)

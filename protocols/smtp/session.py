@@ -432,6 +432,13 @@ class _Spool:
             return None
         return MessageContent(self._size, path=self._path)
 
+    @property
+    def in_memory(self) -> bool:
+        return self._file is None
+
+    def discard_parts(self) -> None:
+        self._parts = []
+
     async def discard(self) -> None:
         self._parts = []
         if self._file is not None:
@@ -769,6 +776,9 @@ class _Session:
     async def _drop_spool(self) -> None:
         if self.spool is not None:
             spool, self.spool = self.spool, None
+            if spool.in_memory:
+                spool.discard_parts()
+                return
             with trio.CancelScope(shield=True):
                 await spool.discard()
 
