@@ -34,6 +34,7 @@ from harness import Instance
 
 POSTFIX_PORT = 2626
 POSTFIX_USER = "mhbench"
+SETTLE_SECONDS = 1.0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -174,6 +175,13 @@ def postfix(messages: int, size: int) -> Iterator[Measure]:
             subprocess.run(["userdel", "-r", POSTFIX_USER], check=False, capture_output=True)
 
 
+def settle() -> None:
+    """Let the previous run's writes reach the disk and its processes go idle, so that
+    one server's run does not pay for the other's."""
+    os.sync()
+    time.sleep(SETTLE_SECONDS)
+
+
 def median_of(rows: list[dict[str, float]], key: str) -> float:
     return statistics.median(row[key] for row in rows)
 
@@ -201,8 +209,10 @@ def main() -> None:
             run_theirs = stack.enter_context(postfix(args.messages, args.size))
         for _ in range(args.rounds):
             for case in cases:
+                settle()
                 ours[case].append(run_ours(case))
                 if run_theirs is not None:
+                    settle()
                     theirs[case].append(run_theirs(case))
     print(f"{'sessions':>8} {'connections':>11} {'mailhost msg/s':>15} {'latency ms':>10} "
           f"{'CPU ms/msg':>10} {'postfix msg/s':>14} {'ratio':>6}")  # fmt: skip
