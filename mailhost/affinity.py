@@ -73,13 +73,13 @@ def apply(single_cpu: bool) -> int | None:
             cpu = min(_allowed)
         if cpu != _pinned:
             _set_all_threads(frozenset({cpu}))
+            if frozenset(os.sched_getaffinity(0)) != {cpu}:  # refused (a sandbox, a cpuset)
+                log.warning("cannot keep threads on one CPU; the kernel places them")
+                _set_all_threads(_allowed)
+                _pinned = None
+                return None
             _pinned = cpu
         return cpu
-
-
-def allowed() -> frozenset[int] | None:
-    """The CPUs the process may use (None before `apply` ran)."""
-    return _allowed
 
 
 @contextlib.contextmanager

@@ -349,3 +349,15 @@ def test_work_outside_the_gil_may_use_every_cpu_while_it_runs() -> None:
         affinity.apply(False)
     assert seen == {"inside": allowed, "after": frozenset({cpu})}
     assert frozenset(os.sched_getaffinity(0)) == allowed
+
+
+def test_a_kernel_that_refuses_pinning_leaves_threads_where_they_are(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    allowed = frozenset(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: None)  # accepted, ignored
+    if len(allowed) > 1:
+        assert affinity.apply(True) is None
+        assert "cannot keep threads on one CPU" in caplog.text
+    with affinity.everywhere():  # nothing pinned: nothing to widen
+        assert frozenset(os.sched_getaffinity(0)) == allowed
