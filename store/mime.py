@@ -23,7 +23,7 @@ import base64
 import binascii
 import mmap
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .limits import (
@@ -58,12 +58,17 @@ class HeaderBlock:
     fields: tuple[tuple[str, str], ...]
     start: int
     body_start: int
+    # The first value of each name: a message's metadata asks for some twenty fields.
+    _first: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        first: dict[str, str] = {}
+        for key, value in self.fields:
+            first.setdefault(key, value)
+        object.__setattr__(self, "_first", first)
 
     def get(self, name: str) -> str | None:
-        for key, value in self.fields:
-            if key == name:
-                return value
-        return None
+        return self._first.get(name)
 
     def get_all(self, name: str) -> list[str]:
         return [value for key, value in self.fields if key == name]
@@ -89,9 +94,12 @@ def _find_header_end(buf: Buffer, start: int, end: int) -> tuple[int, int]:
     return min(candidates)
 
 
+# RFC 5322 3.6.8 ftext: printable US-ASCII except ':' (the caller cut at the colon).
+_FIELD_NAME = re.compile(rb"[\x21-\x7e]+")
+
+
 def _valid_field_name(name: bytes) -> bool:
-    # RFC 5322 3.6.8 ftext: printable US-ASCII except ':'.
-    return bool(name) and all(33 <= b <= 126 for b in name)
+    return _FIELD_NAME.fullmatch(name) is not None
 
 
 def parse_header_block(buf: Buffer, start: int, end: int) -> HeaderBlock:
@@ -421,6 +429,7 @@ class Address(NamedTuple):
 
 
 _ADDRESS_SPECIALS = frozenset('()<>[]:;@\\,"')
+_ATOM_RUN = re.compile(r'[^()<>\[\]:;@\\,"\x20\t\r\n]+')  # up to a special or a space
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
 
 
@@ -468,9 +477,8 @@ def _lex_addresses(value: str) -> list[tuple[str, str]]:
             out.append(("s", ch))
             i += 1
         else:
-            j = i
-            while j < n and value[j] not in _ADDRESS_SPECIALS and value[j] not in " \t\r\n":
-                j += 1
+            match = _ATOM_RUN.match(value, i)
+            j = match.end() if match is not None else i + 1
             out.append(("a", value[i:j]))
             i = j
     return out
