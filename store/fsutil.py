@@ -52,7 +52,7 @@ def write_atomically(path: Path, data: bytes, *, fsync: bool = True) -> None:
         fsync_dir(path.parent)
 
 
-def write_new_file(path: Path, data: bytes, *, fsync: bool = True) -> None:
+def write_new_file(path: str | Path, data: bytes, *, fsync: bool = True) -> None:
     """Create `path` (which must not exist) with `data`, fsynced; unlink it on failure.
 
     fdatasync(2) is enough: it flushes the data and the metadata needed to read it back
@@ -76,7 +76,7 @@ def write_new_file(path: Path, data: bytes, *, fsync: bool = True) -> None:
         raise
 
 
-def link_or_copy(src: Path, dst: Path, *, fsync: bool = True) -> None:
+def link_or_copy(src: str | Path, dst: str | Path, *, fsync: bool = True) -> None:
     """Hard-link `src` to the new name `dst`, copying when they are on different file systems.
 
     Like link(2), fails with FileExistsError if `dst` exists: names are never overwritten.
@@ -105,7 +105,7 @@ def link_or_copy(src: Path, dst: Path, *, fsync: bool = True) -> None:
         raise
 
 
-def unlink_quietly(path: Path) -> None:
+def unlink_quietly(path: str | Path) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -165,7 +165,7 @@ def file_name(key: str, size: int, uid: int, info: str | None) -> str:
 class Prepared:
     """A message ready to be linked into a folder: its file (fsynced) and parsed metadata."""
 
-    source: Path
+    source: str | Path
     size: int
     metadata: dict[str, Any]
     flags: FlagBits
@@ -1408,7 +1408,7 @@ class FolderIndex:
             ids = self._keyword_plan(
                 state, [k for item in items for k in dict.fromkeys(item.keywords)]
             )
-            linked: list[Path] = []
+            linked: list[str] = []
             ops: list[dict[str, Any]] = []
             saved_ms = int(self._clock.now() * 1000)
             try:
@@ -1418,11 +1418,8 @@ class FolderIndex:
                     info = None if in_new else self._info(state, item.flags, item.keywords, ids)
                     for _attempt in range(5):
                         key = unique_name(self._clock, self._host)
-                        target = (
-                            self.path
-                            / ("new" if in_new else "cur")
-                            / file_name(key, item.size, uid, info)
-                        )
+                        sub = "new" if in_new else "cur"
+                        target = f"{self.path}/{sub}/{file_name(key, item.size, uid, info)}"
                         try:
                             link_or_copy(item.source, target, fsync=self._fsync)
                             break

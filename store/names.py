@@ -75,6 +75,8 @@ def normalize_folder_name(name: str) -> str:
             raise InvalidFolderName(f"{component!r} is not a folder name")
         if component != component.strip():
             raise InvalidFolderName(f"{component!r} starts or ends with white space")
+        if component.isascii() and component.isprintable():
+            continue  # printable ASCII has none of the refused categories
         for ch in component:
             if unicodedata.category(ch) in _BAD_CATEGORIES:
                 raise InvalidFolderName(f"control character U+{ord(ch):04X} in folder name")

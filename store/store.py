@@ -87,11 +87,11 @@ class Store:
 
         With `create=False` a missing mailbox is MailboxNotFound.
         """
-        path = self.mailbox_path(mailbox_id)
         with self._lock:
-            mailbox = self._mailboxes.get(mailbox_id)
-            if mailbox is not None and os.path.exists(f"{path}/{MAILBOX_FILE}"):
+            mailbox = self._mailboxes.get(mailbox_id)  # only valid ids are ever in here
+            if mailbox is not None and os.path.exists(f"{mailbox.path}/{MAILBOX_FILE}"):
                 return mailbox
+        path = self.mailbox_path(mailbox_id)
         if not create and not (path / MAILBOX_FILE).exists():
             raise MailboxNotFound(f"no mailbox {mailbox_id!r}")
         mailbox = Mailbox(self, mailbox_id, path)
@@ -154,21 +154,22 @@ class Store:
         nothing of a failed delivery stays visible. This method does not raise StoreError.
         """
         ids = list(dict.fromkeys(mailbox_ids))
-        tmp: Path | None = None
+        tmp: str | None = None
         try:
             bits = flags_to_bits(flags)
             kws = tuple(sorted(validate_keyword(k) for k in keywords))
             date_ms = int((internal_date.timestamp() if internal_date else self.clock.now()) * 1000)
+            source: str | Path
             if isinstance(message, bytes):
-                tmp = self.root / TMP_DIR / unique_name(self.clock, self.host)
+                tmp = f"{self.root}/{TMP_DIR}/{unique_name(self.clock, self.host)}"
                 write_new_file(tmp, message, fsync=self.fsync)
                 source, size, metadata = tmp, len(message), parse_bytes(message)
             else:
-                source = Path(message)
-                size = os.stat(source).st_size
-                metadata = parse_path(source)
+                path = source = Path(message)
+                size = os.stat(path).st_size
+                metadata = parse_path(path)
                 if self.fsync:
-                    fd = os.open(source, os.O_RDONLY)
+                    fd = os.open(path, os.O_RDONLY)
                     try:
                         os.fdatasync(fd)  # data and size; the link is synced with its directory
                     finally:

@@ -63,6 +63,7 @@ _ATEXT_CLASS = "A-Za-z0-9!#$%&'*+\\-/=?^_`{|}~"
 _ASCII_DOT_ATEXT_RUN = re.compile(f"[{_ATEXT_CLASS}.]*")
 _ASCII_DOT_STRING = re.compile(f"[{_ATEXT_CLASS}]+(?:\\.[{_ATEXT_CLASS}]+)*")
 _ASCII_DOMAIN_RUN = re.compile("[A-Za-z0-9.-]*")
+_ASCII_LDH = re.compile("[A-Za-z0-9-]+")
 
 
 class AddressError(ValueError):
@@ -171,7 +172,7 @@ def _check_label(label: str, utf8: bool) -> None:
         # RFC 5321 4.1.2: sub-domain = Let-dig [Ldh-str]; Ldh-str ends in Let-dig.
         if label[0] not in _LET_DIG or label[-1] not in _LET_DIG:
             raise AddressError("domain label must start and end with a letter or digit")
-        if any(ch not in _LDH for ch in label):
+        if not _ASCII_LDH.fullmatch(label):
             raise AddressError("invalid character in domain")
         if len(label) > MAX_DOMAIN_LABEL:
             raise AddressError("domain label too long", too_long=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -60,6 +61,9 @@ RCPT_REPLIES: dict[Verdict, tuple[int, str, str]] = {
 
 
 DELIVERY_THREADS = 32
+# What of a HELO name goes into the Received comment: letters and digits (any script),
+# and . - _ : [ ]; anything else becomes "?".
+_HELO_UNSAFE = re.compile(r"[^\w.\-:\[\]]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +130,7 @@ class HubBackend:
         if route.accepted:
             return None
         code, enhanced, text = RCPT_REPLIES[route.verdict]
-        log.info(
+        log.debug(  # the session logs the refusal with its reply; this adds the detail
             "refused recipient %s from %s: %s",
             recipient.path(),
             session.peer[0],
@@ -216,18 +220,19 @@ class HubBackend:
         results += [(a, f"deferred ({r})") for a, r in report.temporary.items()]
         results += [(a, f"deferred, mailbox full ({r})") for a, r in report.quota.items()]
         results += [(a, f"failed ({r})") for a, r in report.permanent.items()]
-        for address, result in results:
-            log.info(
-                "message id=%s client=%s sender=%s rcpt=<%s> result=%s size=%d tls=%s auth=%s",
-                report.message_id,
-                envelope.client[0],
-                sender,
-                address,
-                result,
-                message.size,
-                tls,
-                envelope.auth_user or "-",
-            )
+        # One line per message, every recipient with its result in it.
+        log.info(
+            "message id=%s session=%s client=%s sender=%s size=%d tls=%s auth=%s proto=%s %s",
+            report.message_id,
+            envelope.session_id,
+            envelope.client[0],
+            sender,
+            message.size,
+            tls,
+            envelope.auth_user or "-",
+            envelope.protocol,
+            " ".join(f"rcpt=<{address}> result={result}" for address, result in results),
+        )
         if not report.failed:
             # Every copy is in a mailbox or in the queue (failed local copies included,
             # which the queue retries or bounces with a DSN).
@@ -257,7 +262,7 @@ def _header_of(message: MessageContent) -> bytes:
 def _received(envelope: Envelope, message_id: str) -> str:
     """RFC 5321 4.4 trace field, Postfix's layout; the HELO name is sanitised for the
     comment and nothing the client sent goes in unquoted."""
-    helo = "".join(c if c.isalnum() or c in ".-_:[]" else "?" for c in envelope.helo)[:255]
+    helo = _HELO_UNSAFE.sub("?", envelope.helo)[:255]
     parts = [f"Received: from {helo or 'unknown'} ([{envelope.client[0]}])"]
     if envelope.tls is not None:
         bits = f" ({envelope.tls.bits} bits)" if envelope.tls.bits else ""

@@ -975,21 +975,22 @@ class _Session:
             reply = await self.backend.deliver(envelope, message)
         finally:
             await self._drop_spool()
-        rcpts = ",".join(f"<{r.address}>" for r in envelope.recipients)
         if not reply.is_positive:
+            rcpts = ",".join(f"<{r.address}>" for r in envelope.recipients)
             await self._reply(reply, f"message from=<{envelope.sender or ''}> to={rcpts}")
             return
-        self._log(
-            logging.INFO,
-            "accepted from=<%s> to=%s size=%d tls=%s auth=%s proto=%s reply=%s",
-            envelope.sender or "",
-            rcpts,
-            message.size,
-            self.tls.version if self.tls else "no",
-            self.auth_user or "-",
-            envelope.protocol,
-            reply,
-        )
+        if logger.isEnabledFor(logging.DEBUG):  # the backend logs each accepted message
+            self._log(
+                logging.DEBUG,
+                "accepted from=<%s> to=%s size=%d tls=%s auth=%s proto=%s reply=%s",
+                envelope.sender or "",
+                ",".join(f"<{r.address}>" for r in envelope.recipients),
+                message.size,
+                self.tls.version if self.tls else "no",
+                self.auth_user or "-",
+                envelope.protocol,
+                reply,
+            )
         # The message is ours now (fsynced or queued). Its 250 goes out at once, shielded:
         # a session cut here (the session cap, a drain) would otherwise drop the reply
         # and the client would send the message again (RFC 5321 6.1; RFC 1047). The send

@@ -275,3 +275,36 @@ def test_postmaster_is_accepted_bare_and_at_every_accepted_domain(instance: Inst
         c.ehlo("sender.remote.example")
         assert c.mail("alice@remote.example")[0] == 250
         assert c.rcpt("<Postmaster>")[0] == 550
+
+
+def test_each_accepted_message_is_one_log_line_and_each_refusal_another(
+    server: Server, instance: Instance
+) -> None:
+    instance.add_user("bob@example.test")
+    with smtplib.SMTP(*server.address("smtp"), timeout=10) as client:
+        client.starttls(context=instance.client_context(check_hostname=False))
+        client.ehlo("sender.remote.example")
+        client.mail("alice@remote.example")
+        code, _ = client.rcpt("nobody@example.test")
+        assert code == 550
+        client.rset()
+        refused = client.send_message(
+            _message("logged", "demo@example.test"),
+            "alice@remote.example",
+            ["demo@example.test", "bob@example.test"],
+        )
+        assert refused == {}
+        code, _ = client.noop()
+        assert code == 250
+    lines = server.log().splitlines()
+    [accepted] = [line for line in lines if " message id=" in line]
+    for part in (
+        "client=127.0.0.1", "sender=<alice@remote.example>", "tls=TLSv1.3", "auth=-",
+        "proto=ESMTPS", "rcpt=<demo@example.test> result=delivered",
+        "rcpt=<bob@example.test> result=delivered",
+    ):  # fmt: skip
+        assert part in accepted, part
+    (message,) = instance.inbox("demo@example.test")
+    assert f"id={message['Received'].split(' id ')[1].split(';')[0].split()[0]}" in accepted
+    [refusal] = [line for line in lines if "refused" in line and "nobody@example.test" in line]
+    assert "client=127.0.0.1" in refusal and "550 5.1.1" in refusal
