@@ -435,7 +435,7 @@ class EasAdministration:
                 "SELECT record, period FROM oof_settings WHERE owner=?", (mailbox_id,)
             ).fetchone()
         if row is None:
-            return OofSettings()
+            return _NO_OOF  # most users, at every delivery: one shared (frozen) value
         return _load_oof(row[0], int(row[1]))
 
     def set_oof_settings(self, mailbox_id: str, settings: OofSettings) -> OofSettings:
@@ -504,6 +504,9 @@ def _oof_record(settings: OofSettings) -> dict[str, Any]:
     record["state"] = settings.state.value
     record["v"] = OOF_SCHEMA_VERSION
     return record
+
+
+_NO_OOF = OofSettings()
 
 
 def _load_oof(text: str, period: int) -> OofSettings:

@@ -907,7 +907,7 @@ class _Session:
         else:
             reply = await self.backend.check_sender(self._state(), event.sender, event.params)
         if reply is None:
-            reply = Reply(250, "2.1.0", "Sender OK")
+            reply = _SENDER_OK
         if reply.is_positive:
             self.recipients = []
         await self._reply(reply, context)
@@ -916,7 +916,7 @@ class _Session:
         assert isinstance(event, Rcpt)
         reply = await self.backend.check_recipient(self._state(), event.recipient, event.params)
         if reply is None:
-            reply = Reply(250, "2.1.5", "Recipient OK")
+            reply = _RECIPIENT_OK
         if reply.is_positive:
             self.recipients.append(EnvelopeRecipient(event.recipient, event.params))
         await self._reply(reply, f"RCPT TO:<{event.recipient}>")
@@ -924,7 +924,7 @@ class _Session:
     async def _on_data(self, event: Event) -> None:
         assert isinstance(event, Data)
         self.spool = _Spool(self.settings.memory_spool_limit, self.settings.spool_directory)
-        await self._reply(Reply(354, None, "End data with <CR><LF>.<CR><LF>"), "DATA")
+        await self._reply(_GO_AHEAD, "DATA")
 
     async def _on_bdat(self, event: Event) -> None:
         assert isinstance(event, Bdat)
@@ -1082,6 +1082,9 @@ class _Session:
 
 # RFC 3463 4.3.2: system not accepting network messages.
 _SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
+_SENDER_OK = Reply(250, "2.1.0", "Sender OK")
+_RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
+_GO_AHEAD = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
 
 # RFC 5321 3.5.3: VRFY answers 252 when it will not say; EXPN is not offered (item 30).
 _SIMPLE_REPLIES: dict[type[Event], Reply] = {
