@@ -64,6 +64,10 @@ _ASCII_DOT_ATEXT_RUN = re.compile(f"[{_ATEXT_CLASS}.]*")
 _ASCII_DOT_STRING = re.compile(f"[{_ATEXT_CLASS}]+(?:\\.[{_ATEXT_CLASS}]+)*")
 _ASCII_DOMAIN_RUN = re.compile("[A-Za-z0-9.-]*")
 _ASCII_LDH = re.compile("[A-Za-z0-9-]+")
+_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_SIMPLE_PATH = re.compile(
+    f"<([{_ATEXT_CLASS}]+(?:\\.[{_ATEXT_CLASS}]+)*)@((?:{_LABEL}\\.)*{_LABEL})>"
+)
 
 
 class AddressError(ValueError):
@@ -331,6 +335,18 @@ class _Scanner:
 
 
 def _parse_path(text: str, *, forward: bool, utf8: bool) -> tuple[Address | None, str]:
+    simple = _SIMPLE_PATH.match(text)
+    if simple is not None:
+        # The common case, <dot-string@ldh.domain>, in one C match; the limits below are
+        # the scanner's, and anything else (or over a limit) takes the scanner's path.
+        local, domain = simple.group(1, 2)
+        if (
+            len(local) <= MAX_LOCAL_PART
+            and len(domain) <= MAX_DOMAIN
+            and simple.end() <= MAX_PATH
+            and not domain.rpartition(".")[2].isdigit()
+        ):
+            return Address(local, domain), text[simple.end() :]
     scanner = _Scanner(text, utf8)
     scanner.expect("<", "'<' to open the path")
     if not forward and scanner.peek() == ">":
