@@ -436,9 +436,6 @@ class _Spool:
     def in_memory(self) -> bool:
         return self._file is None
 
-    def discard_parts(self) -> None:
-        self._parts = []
-
     async def discard(self) -> None:
         self._parts = []
         if self._file is not None:
@@ -777,7 +774,7 @@ class _Session:
         if self.spool is not None:
             spool, self.spool = self.spool, None
             if spool.in_memory:
-                spool.discard_parts()
+                await spool.discard()  # nothing on disk: it does not wait, no shield needed
                 return
             with trio.CancelScope(shield=True):
                 await spool.discard()
