@@ -162,3 +162,13 @@ async def test_a_client_that_never_pauses_cannot_starve_other_tasks(
             await io.receive_some(16)
             reads += 1
     assert other_ran_after and other_ran_after[0] < 50
+
+
+async def test_a_send_to_a_reader_that_stopped_can_be_cancelled(
+    pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    server, _client = pair  # the client never reads
+    io = PlainSocketIO(server)
+    with trio.move_on_after(0.2) as scope:
+        await io.send_all(b"x" * 50_000_000)  # far past what the socket buffers take
+    assert scope.cancelled_caught
