@@ -61,13 +61,12 @@ _LET_DIG = _LDH - {"-"}
 # only what they stop at (UTF-8, or an error) is looked at one character at a time.
 _ATEXT_CLASS = "A-Za-z0-9!#$%&'*+\\-/=?^_`{|}~"
 _ASCII_DOT_ATEXT_RUN = re.compile(f"[{_ATEXT_CLASS}.]*")
-_ASCII_DOT_STRING = re.compile(f"[{_ATEXT_CLASS}]+(?:\\.[{_ATEXT_CLASS}]+)*")
+_DOT_STRING = f"[{_ATEXT_CLASS}]+(?:\\.[{_ATEXT_CLASS}]+)*"  # RFC 5321 Dot-string, ASCII
+_ASCII_DOT_STRING = re.compile(_DOT_STRING)
 _ASCII_DOMAIN_RUN = re.compile("[A-Za-z0-9.-]*")
 _ASCII_LDH = re.compile("[A-Za-z0-9-]+")
 _LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_SIMPLE_PATH = re.compile(
-    f"<([{_ATEXT_CLASS}]+(?:\\.[{_ATEXT_CLASS}]+)*)@((?:{_LABEL}\\.)*{_LABEL})>"
-)
+_SIMPLE_PATH = re.compile(f"<({_DOT_STRING})@((?:{_LABEL}\\.)*{_LABEL})>")
 
 
 class AddressError(ValueError):

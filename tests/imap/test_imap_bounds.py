@@ -353,6 +353,13 @@ def _imap_login(address: tuple[str, int]) -> imaplib.IMAP4:
     return client
 
 
+def _deliver_all(world: SessionWorld, sent: list[bytes]) -> list[bytes]:
+    """Deliver `sent` to the Inbox in order; returns it."""
+    for raw in sent:
+        world.deliver(raw)
+    return sent
+
+
 def _big_message(n: int, size: int, *, base64_body: bool = False) -> bytes:
     """A message of exactly ``size`` octets (about, with a base64 body) whose every line
     depends on ``n``."""
@@ -532,9 +539,7 @@ async def test_render_ends_a_chunk_before_the_message_that_passes_the_bound(
     world: SessionWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sizes = [1000, 1000, 1000, 5000, 1000, 1000]
-    sent = [_big_message(n, size) for n, size in enumerate(sizes, start=1)]
-    for raw in sent:
-        world.deliver(raw)
+    sent = _deliver_all(world, [_big_message(n, size) for n, size in enumerate(sizes, start=1)])
     monkeypatch.setattr(messages, "MAX_RENDER_BYTES", 2500)
     inbox = world.store.open_mailbox("alice").inbox
     job, positions = _job(world, inbox, "FETCH 1:* (BODY.PEEK[])")
@@ -555,9 +560,7 @@ async def test_render_ends_a_chunk_before_the_message_that_passes_the_bound(
 async def test_render_with_changedsince_bounds_only_the_changed_messages(
     world: SessionWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sent = [_big_message(n, 1000) for n in range(1, 7)]
-    for raw in sent:
-        world.deliver(raw)
+    sent = _deliver_all(world, [_big_message(n, 1000) for n in range(1, 7)])
     monkeypatch.setattr(messages, "MAX_RENDER_BYTES", 2500)
     a = await world.connect()
     await a.ok("SELECT INBOX")
@@ -577,9 +580,7 @@ async def test_render_with_changedsince_bounds_only_the_changed_messages(
 async def test_messages_expunged_between_chunks_are_left_out(
     world: SessionWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sent = [_big_message(n, 1000) for n in range(1, 5)]
-    for raw in sent:
-        world.deliver(raw)
+    sent = _deliver_all(world, [_big_message(n, 1000) for n in range(1, 5)])
     monkeypatch.setattr(messages, "MAX_RENDER_BYTES", 1500)
     inbox = world.store.open_mailbox("alice").inbox
     # HEADER needs the metadata, read for the whole span once and kept for the next chunk.
@@ -617,9 +618,7 @@ def _whole_messages(world: SessionWorld) -> list[bytes]:
         message(3, body="nul \x00 inside"),
         _big_message(4, 3 * SEND_AS_IS_BYTES + 7),
     ]
-    for raw in sent:
-        world.deliver(raw)
-    return sent
+    return _deliver_all(world, sent)
 
 
 @pytest.mark.parametrize("text", _WHOLE_FETCHES)
@@ -670,9 +669,7 @@ async def test_whole_message_fast_path_follows_renames_and_skips_expunged_messag
 async def test_the_next_chunk_is_read_while_one_is_sent_and_no_further(
     world: SessionWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sent = [_big_message(n, 1000) for n in range(1, 7)]
-    for raw in sent:
-        world.deliver(raw)
+    sent = _deliver_all(world, [_big_message(n, 1000) for n in range(1, 7)])
     monkeypatch.setattr(messages, "MAX_RENDER_BYTES", 1500)  # one message per chunk
     monkeypatch.setattr("protocols.imap.session.FLUSH_AT", 1)  # every response is sent
     rendered: list[int] = []
@@ -706,8 +703,7 @@ async def test_the_next_chunk_is_read_while_one_is_sent_and_no_further(
 async def test_large_literals_leave_as_pieces_of_their_own(world: SessionWorld) -> None:
     small = _big_message(1, SEND_AS_IS_BYTES - 1)
     large = _big_message(2, SEND_AS_IS_BYTES)
-    for raw in (small, large):
-        world.deliver(raw)
+    _deliver_all(world, [small, large])
     inbox = world.store.open_mailbox("alice").inbox
     job, positions = _job(world, inbox, "FETCH 1:* (UID BODY.PEEK[] BODY.PEEK[]<0.10>)")
     out, _ = _render_all(job, positions)
