@@ -98,3 +98,25 @@ def everywhere() -> Iterator[None]:
         cpu = _pinned  # apply() may have run meanwhile (a reload)
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, every if cpu is None else frozenset({cpu}))
+
+
+def helper_cpus() -> frozenset[int] | None:
+    """The CPUs for a helper process of the server (the delivery agent). While the
+    server's threads keep to one CPU: another allowed one, so that the two run side by
+    side instead of taking turns (the same one when there is no other); otherwise every
+    CPU the server was allowed. None before `apply` ran: the helper keeps what it
+    inherits."""
+    with _lock:
+        if _allowed is None:
+            return None
+        if _pinned is None:
+            return _allowed
+        others = _allowed - {_pinned}
+        return frozenset({min(others)}) if others else frozenset({_pinned})
+
+
+def keep_process_on(cpus: frozenset[int]) -> None:
+    """Keep the calling process (a helper, before it starts threads) on `cpus`."""
+    if hasattr(os, "sched_setaffinity"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, cpus)

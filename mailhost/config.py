@@ -140,6 +140,11 @@ class SmtpConfig:
         "(Exchange's AnonymousUsers permission group); false: authenticated senders only",
         True,
     )
+    delivery_agent: bool = doc(
+        "store received mail from a helper process (the delivery agent), which runs beside "
+        "the server on another CPU; false: in threads of the server itself",
+        True,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ local delivery into the store, and the hub's hand-off to the queue."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +125,13 @@ class StoreLocalDelivery:
 class HubQueue:
     """`transport.hub.RemoteQueue`: the hub's hand-off to the outbound queue."""
 
-    def __init__(self, queue: Queue, router: Router) -> None:
+    def __init__(
+        self, queue: Queue, router: Router, *, on_enqueued: Callable[[str], None] | None = None
+    ) -> None:
         self._queue = queue
         self._router = router
+        # Called with each new entry's id (the delivery agent tells the server's runner).
+        self._on_enqueued = on_enqueued
 
     def can_route(self, domain: str) -> bool:
         return self._router.route_for(domain) is not None
@@ -165,4 +169,6 @@ class HubQueue:
             raise OSError(str(exc)) from exc
         except InvalidEnvelope as exc:
             raise ValueError(str(exc)) from exc
+        if self._on_enqueued is not None:
+            self._on_enqueued(entry.id)
         return entry.id

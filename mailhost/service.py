@@ -19,8 +19,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
 
@@ -29,13 +28,15 @@ import trio
 from certs.tls import CertificateError, ClientCertificates, TlsProvider
 from mailhost import affinity, sdnotify
 from mailhost import config as configuration
+from mailhost.agent import build_hub, launcher
 from mailhost.auth import Authenticator
 from mailhost.devices import SqliteDeviceRegistry
 from mailhost.directory import Directory
 from mailhost.eas_policies import EasAdministration
 from mailhost.listeners import Handler, Listener, ListenError, Sessions, bind
-from mailhost.lookups import DirectoryRecipients, DirectoryRouting
-from mailhost.outbound import DirectoryConnectors, HubQueue, StoreLocalDelivery
+from mailhost.logs import logging_to_stderr
+from mailhost.lookups import DirectoryRecipients
+from mailhost.outbound import StoreLocalDelivery
 from protocols import web
 from protocols.activesync.app import make_app
 from protocols.activesync.commands import default_commands, oof_handler
@@ -54,14 +55,13 @@ from protocols.smtp.session import (
     SmtpSettings,
     serve_smtp,
 )
+from store.errors import StoreError
 from store.store import Store
-from transport.autoreply import AutoReplier, StoreContacts
+from transport.agent import AgentClient
 from transport.delivery import DeliverySettings, QueueRunner, RetrySchedule
 from transport.dkim import DkimError, DkimSigner
-from transport.dns import DnsResolver
-from transport.hub import Hub
+from transport.hub import DeliveryReport
 from transport.queue import Queue
-from transport.routing import Router
 
 log = logging.getLogger("mailhost.service")
 
@@ -85,11 +85,16 @@ class Service:
         self.store = Store(config.mailboxes_dir, hostname=config.hostname)
         self.auth = Authenticator(self.directory, lambda: self.config.auth)
         self.queue = Queue(config.queue_dir)
-        self.router = Router(
-            DirectoryConnectors(self.directory),
-            _resolver(config.queue.nameservers),
-            mx_port=config.queue.mx_port,
-            allow_local_addresses=config.queue.allow_local_mx,
+        # Mobile device policies, access rules and out-of-office settings; the hub answers
+        # for users who are out of office once their mail is delivered.
+        self.eas = EasAdministration(config.directory_path)
+        self.hub, self.router = build_hub(
+            config,
+            self.directory,
+            self.store,
+            self.queue,
+            self.eas,
+            postmaster=lambda: self.config.queue.postmaster or None,
         )
         self.signer = ReloadableSigner(config.dkim_dir, enabled=config.queue.dkim)
         self.runner = QueueRunner(
@@ -98,13 +103,6 @@ class Service:
             settings=_delivery_settings(config),
             local=StoreLocalDelivery(self.directory, self.store),
             signer=self.signer,
-        )
-        self.hub = Hub(
-            DirectoryRouting(self.directory),
-            self.store,
-            spool_dir=config.spool_dir,
-            queue=HubQueue(self.queue, self.router),
-            postmaster=lambda: self.config.queue.postmaster or None,
         )
         self.smtp_backend = HubBackend(
             self.hub, self.auth, BackendSettings(hostname=config.hostname)
@@ -115,16 +113,11 @@ class Service:
         self.devices = SqliteDeviceRegistry(
             config.directory_path, recovery_key_path=config.data_dir / "eas-recovery.key"
         )
-        # Mobile device policies, access rules and out-of-office settings; the hub answers
-        # for users who are out of office once their mail is delivered.
-        self.eas = EasAdministration(config.directory_path)
-        self.hub.after_local = AutoReplier(
-            self.eas, self.hub, hostname=config.hostname, known=StoreContacts(self.store)
-        )
         self.imap_shared = shared_state(self.store)
         self.pop3_locks = MaildropLocks()
         self.maildrops = StoreMaildrops(self.store)
         self.listeners: list[Listener] = []
+        self.agent: AgentClient | None = None
         self._settings_for: configuration.Config | None = None
         self._eas_settings: ActiveSyncSettings | None = None
         self._stop = trio.Event()
@@ -328,8 +321,40 @@ class Service:
         async with trio.open_nursery() as background:
             # The queue is loaded before the first SMTP session can hand it a message.
             await background.start(self.runner.run)
-            await self._serve_sessions(task_status)
-            background.cancel_scope.cancel()
+            # Started with the first message to deliver.
+            self.agent = AgentClient(
+                launcher(lambda: self.config),
+                background,
+                on_queued=functools.partial(self._adopt, background),
+                on_stored=functools.partial(self._stored, background),
+            )
+            self._use_agent()
+            try:
+                await self._serve_sessions(task_status)
+            finally:
+                background.cancel_scope.cancel()
+                self.smtp_backend.agent = None
+                self.agent.close()
+
+    def _use_agent(self) -> None:
+        self.smtp_backend.agent = self.agent if self.config.smtp.delivery_agent else None
+
+    def _adopt(self, nursery: trio.Nursery, queue_id: str) -> None:
+        """The agent queued a message (a remote recipient, an out-of-office answer)."""
+        nursery.start_soon(trio.to_thread.run_sync, self.queue.adopt, queue_id)
+
+    def _stored(self, nursery: trio.Nursery, report: DeliveryReport) -> None:
+        """The agent stored copies: whoever waits on those folders (IMAP IDLE, EAS Ping
+        and Sync with Wait) hears of them from this process's index catching up."""
+        for mailbox_id, folder_id in report.folders:
+            if self.store.bus.watched(mailbox_id):
+                nursery.start_soon(trio.to_thread.run_sync, self._catch_up, mailbox_id, folder_id)
+
+    def _catch_up(self, mailbox_id: str, folder_id: str) -> None:
+        try:
+            self.store.open_mailbox(mailbox_id, create=False).folder_by_id(folder_id).refresh()
+        except StoreError as exc:  # removed meanwhile; the watchers find out themselves
+            log.debug("catching up with %s/%s: %s", mailbox_id, folder_id, exc)
 
     async def _serve_sessions(self, task_status: trio.TaskStatus[None]) -> None:
         with self._cut:
@@ -404,6 +429,9 @@ class Service:
         )
         logging.getLogger("mailhost").setLevel(self.config.service.log_level.upper())
         _place_threads(self.config.service.single_cpu)
+        if self.agent is not None:
+            self.agent.restart()  # the next delivery starts an agent with the new config
+            self._use_agent()
         log.info("reloaded configuration and certificate")
         sdnotify.ready()
 
@@ -449,22 +477,6 @@ class CertificateLogins:
         return None if user is None else self._auth.account(user)
 
 
-def _resolver(nameservers: tuple[str, ...]) -> DnsResolver:
-    """DNS for MX routing: the configured servers ("address" or "address:port", one port
-    for all), or the system's."""
-    if not nameservers:
-        return DnsResolver()
-    hosts, port = [], 53
-    for server in nameservers:
-        host, colon, tail = server.rpartition(":")
-        if colon and tail.isdigit() and (host.count(":") == 0 or host.startswith("[")):
-            hosts.append(host.strip("[]"))
-            port = int(tail)
-        else:
-            hosts.append(server)
-    return DnsResolver(hosts, port=port)
-
-
 def _delivery_settings(config: configuration.Config) -> DeliverySettings:
     queue = config.queue
     return DeliverySettings(
@@ -508,24 +520,6 @@ async def _watchdog(interval: float) -> None:
     while True:
         sdnotify.notify("WATCHDOG=1")
         await trio.sleep(interval)
-
-
-@contextmanager
-def logging_to_stderr(level: str) -> Iterator[None]:
-    """One line per event; journald adds its own timestamps (JOURNAL_STREAM is set)."""
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if "JOURNAL_STREAM" not in os.environ:
-        fmt = "%(asctime)s " + fmt
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(fmt))
-    root = logging.getLogger("mailhost")
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    root.propagate = False
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
 
 
 # The event loop gives up the GIL at every socket call; worker threads (deliveries,

@@ -255,6 +255,11 @@ class ChangeBus:
                 if not subs:
                     del self._subscribers[sub.mailbox_id]
 
+    def watched(self, mailbox_id: str) -> bool:
+        """Whether anyone subscribes to `mailbox_id` now."""
+        with self._lock:
+            return bool(self._subscribers.get(mailbox_id))
+
     def publish(self, event: ChangeEvent) -> None:
         """Deliver `event` to every interested subscriber. Thread-safe, non-blocking."""
         with self._lock:

@@ -144,6 +144,8 @@ class DeliveryReport:
     temporary: dict[str, str] = field(default_factory=dict)  # address -> reason
     quota: dict[str, str] = field(default_factory=dict)
     permanent: dict[str, str] = field(default_factory=dict)
+    # (mailbox id, folder id) of each local copy stored
+    folders: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def landed(self) -> bool:
@@ -348,6 +350,8 @@ class Hub:
                 staged.unlink(missing_ok=True)
         for result in results:
             self._record(report, result, by_mailbox[result.mailbox_id])
+            if result.ok and result.folder_id is not None:
+                report.folders.append((result.mailbox_id, result.folder_id))
 
     def _stage(self, prefix: bytes, message: Path) -> Path:
         """prefix + the spooled file, as one new file next to the store (one copy)."""

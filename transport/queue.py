@@ -224,14 +224,20 @@ class Queue:
 
     # -- setup and recovery ---------------------------------------------------------------
 
-    def open(self) -> RecoveryReport:
-        """Create the folders if needed and scan the spool (reliability item a.1.5)."""
+    def open(self, *, scan: bool = True) -> RecoveryReport:
+        """Create the folders if needed and scan the spool (reliability item a.1.5).
+
+        Without `scan`, for a process that only adds entries (the delivery agent): the
+        index stays empty, and nothing is recovered or quarantined here."""
         for folder in (self.folder, self._msg, self._env, self._tmp, self._corrupt):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             os.mkfifo(self.wakeup_path, 0o600)
         except FileExistsError:
             pass
+        if not scan:
+            self._opened = True
+            return RecoveryReport(0, (), 0)
         report = self._scan()
         self._opened = True
         if report.quarantined:
@@ -242,6 +248,22 @@ class Queue:
                 " ".join(report.quarantined),
             )
         return report
+
+    def adopt(self, id: str) -> bool:
+        """Index one entry another process added (it said so: the delivery agent), and
+        tell the listeners; cheaper than a rescan. False when there is no such entry
+        (delivered or deleted meanwhile, or a damaged one, which the next rescan
+        quarantines)."""
+        if not is_queue_id(id):
+            return False
+        try:
+            st = os.lstat(self._env / id)
+            entry = self._load_checked(id)
+        except (FileNotFoundError, CorruptEntry):
+            return False
+        self._set_indexed(id, self._indexed(entry, (st.st_ino, st.st_mtime_ns)))
+        self._changed()
+        return True
 
     def reload(self, *, force: bool = False) -> RecoveryReport:
         """Refresh the index from env/ (another process may have changed the spool).

@@ -39,13 +39,19 @@ from protocols.smtp.session import (
     SessionState,
 )
 from transport import headers
+from transport.agent import (
+    AgentClient,
+    AgentRecipient,
+    AgentUnavailable,
+    DeliveryRequest,
+    route_and_deliver,
+)
 from transport.hub import (
     MAX_RECEIVED_FIELDS,
     DeliveryReport,
     Hub,
     MessageInfo,
     Route,
-    RoutedRecipient,
     Verdict,
 )
 
@@ -81,6 +87,9 @@ class HubBackend:
         # Deliveries doing disk work at once; commits into one folder are grouped, so more
         # overlap means fewer fsyncs per message.
         self._limiter = trio.CapacityLimiter(DELIVERY_THREADS)
+        # Where deliveries run: the delivery agent process when the service has one
+        # (smtp.delivery_agent), else worker threads of this process.
+        self.agent: AgentClient | None = None
 
     async def authenticate(self, session: SessionState, credentials: Credentials) -> AuthResult:
         if credentials.authzid and credentials.authzid.lower() != credentials.authcid.lower():
@@ -172,34 +181,26 @@ class HubBackend:
             smtputf8=params.smtputf8,
         )
 
-        def route_and_deliver() -> DeliveryReport:
-            recipients = [self._routed(envelope, rcpt) for rcpt in envelope.recipients]
-            return self.hub.deliver(
-                content,
-                prefix=prefix,
-                sender=sender,
-                recipients=recipients,
-                message_id=message_id,
-                info=info,
-            )
-
+        request = DeliveryRequest(
+            content,
+            prefix,
+            sender,
+            [_agent_recipient(rcpt) for rcpt in envelope.recipients],
+            envelope.auth_user is not None,
+            message_id,
+            info,
+        )
         async with self._limiter:
-            report = await trio.to_thread.run_sync(route_and_deliver)
+            agent = self.agent
+            if agent is None:
+                report = await trio.to_thread.run_sync(route_and_deliver, self.hub, request)
+            else:
+                try:
+                    report = await agent.deliver(request)
+                except AgentUnavailable as exc:
+                    log.error("delivery of id=%s failed: %s", message_id, exc)
+                    return Reply(451, "4.3.0", "Temporary failure writing the message; try again")
         return self._reply(envelope, message, report)
-
-    def _routed(self, envelope: Envelope, rcpt: EnvelopeRecipient) -> RoutedRecipient:
-        route = self.hub.route(
-            _address_key(rcpt.address), authenticated=envelope.auth_user is not None
-        )
-        notify = tuple(sorted(n.value for n in rcpt.params.notify)) if rcpt.params.notify else ()
-        orcpt = rcpt.params.orcpt
-        # The queue gets the address as it goes on the wire (a quoted local part kept).
-        return RoutedRecipient(
-            str(rcpt.address),
-            route,
-            notify,
-            f"{orcpt.addr_type};{orcpt.address}" if orcpt else None,
-        )
 
     def _trace(self, envelope: Envelope, message_id: str, header: bytes) -> bytes:
         """Received: for this hop, and for submissions the Message-ID and Date a mail
@@ -246,6 +247,18 @@ class HubBackend:
         if report.quota:
             return Reply(452, "4.2.2", "Mailbox full")
         return Reply(554, "5.3.0", "Message refused by the mail store")
+
+
+def _agent_recipient(rcpt: EnvelopeRecipient) -> AgentRecipient:
+    notify = tuple(sorted(n.value for n in rcpt.params.notify)) if rcpt.params.notify else ()
+    orcpt = rcpt.params.orcpt
+    # The queue gets the address as it goes on the wire (a quoted local part kept).
+    return AgentRecipient(
+        _address_key(rcpt.address),
+        str(rcpt.address),
+        notify,
+        f"{orcpt.addr_type};{orcpt.address}" if orcpt else None,
+    )
 
 
 def _address_key(address: Address) -> str:

@@ -311,7 +311,7 @@ def test_threads_share_one_cpu_and_a_reload_can_spread_them(
 ) -> None:
     allowed = frozenset(os.sched_getaffinity(0))  # what the server started with
     with smtplib.SMTP(*server.address("smtp"), timeout=10) as smtp:
-        # A delivery runs in worker threads: they must be on the same CPU too.
+        # After a delivery (which starts the delivery agent, and worker threads here).
         smtp.sendmail("a@remote.example", ["demo@example.test"], b"Subject: x\r\n\r\nbody\r\n")
     threads = _thread_cpus(server.process.pid)
     assert len(threads) > 1
@@ -349,6 +349,17 @@ def test_work_outside_the_gil_may_use_every_cpu_while_it_runs() -> None:
         affinity.apply(False)
     assert seen == {"inside": allowed, "after": frozenset({cpu})}
     assert frozenset(os.sched_getaffinity(0)) == allowed
+
+
+def test_a_helper_process_gets_a_cpu_of_its_own_when_there_is_one() -> None:
+    allowed = frozenset(os.sched_getaffinity(0))
+    cpu = affinity.apply(True)
+    try:
+        others = allowed - {cpu}
+        assert affinity.helper_cpus() == ({min(others)} if others else {cpu})
+    finally:
+        affinity.apply(False)
+    assert affinity.helper_cpus() == allowed  # nothing pinned: what the server may use
 
 
 def test_a_kernel_that_refuses_pinning_leaves_threads_where_they_are(

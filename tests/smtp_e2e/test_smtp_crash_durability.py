@@ -11,11 +11,13 @@ import poplib
 import smtplib
 import threading
 import time
+from pathlib import Path
 
 from harness import Instance
 
 SENDERS = 4
 RUN_SECONDS = 1.5
+START_TIMEOUT = 20.0
 
 
 def _send_until_dead(port: int, sender: int, acked: list[str], stop: threading.Event) -> None:
@@ -48,7 +50,12 @@ def test_kill_9_during_a_delivery_stream_loses_no_acknowledged_message(instance:
     ]
     for thread in threads:
         thread.start()
+    # The clock starts at the first 250 (the first delivery starts the delivery agent).
+    deadline = time.monotonic() + START_TIMEOUT
+    while not acked and time.monotonic() < deadline:
+        time.sleep(0.01)
     time.sleep(RUN_SECONDS)
+    agent = server.agent_pid()
     server.kill()  # SIGKILL, mid-stream
     stop.set()
     for thread in threads:
@@ -58,6 +65,12 @@ def test_kill_9_during_a_delivery_stream_loses_no_acknowledged_message(instance:
     missing = set(acked) - set(subjects)
     assert not missing, f"{len(missing)} acknowledged messages lost"
     assert len(subjects) == len(set(subjects)), "a message was stored twice"
+    # The delivery agent ends with the server (it reads the end of its socket).
+    assert agent is not None
+    deadline = time.monotonic() + START_TIMEOUT
+    while Path(f"/proc/{agent}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{agent}").exists(), "the delivery agent outlived the server"
     # The store reopens cleanly after the crash and serves them all.
     with instance.start() as again:
         pop = poplib.POP3(*again.address("pop3"), timeout=10)

@@ -105,13 +105,16 @@ async def test_changes_by_another_process_are_published_on_refresh(store: Store)
     inbox = mailbox.inbox
     inbox.snapshot()
     other = reopen(store)
+    assert not store.bus.watched("alice")
     with store.bus.subscribe("alice") as sub:
+        assert store.bus.watched("alice") and not store.bus.watched("bob")
         [result] = other.deliver(message(1), ["alice"])
         with pytest.raises(trio.WouldBlock):
             sub.receive_nowait()
         inbox.refresh()
         event = await sub.receive()
         assert event == MessagesAdded("alice", inbox.id, (1,), result.modseq or 0)
+    assert not store.bus.watched("alice")
     other.close()
 
 

@@ -179,6 +179,22 @@ class Server:
     def log(self) -> str:
         return (self.instance.folder / "server.log").read_text(errors="replace")
 
+    def agent_pid(self) -> int | None:
+        """The server's delivery agent (its child running mailhost.agent), if one runs."""
+        pid = self.process.pid
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return None
+        for child in children:
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"mailhost.agent" in cmdline:
+                return int(child)
+        return None
+
     def reload(self) -> None:
         self.notifications.clear()
         self.process.send_signal(signal.SIGHUP)

@@ -123,3 +123,28 @@ def test_listeners_are_called_on_changes(queue: Queue) -> None:
     queue.hold(id)
     queue.release(id)
     assert len(calls) == 3
+
+
+def test_an_entry_another_process_added_is_adopted_without_a_rescan(
+    queue: Queue, tmp_path: Path, clock: FixedClock
+) -> None:
+    # The delivery agent's queue: opened without a scan, adding only, telling no FIFO.
+    writer = Queue(tmp_path / "queue", clock=clock)
+    assert writer.open(scan=False).loaded == 0
+    writer.add_listener(lambda: None)
+    woken: list[bool] = []
+    queue.add_listener(lambda: woken.append(True))
+    entry = writer.enqueue(
+        b"Subject: hi\r\n\r\nbody\r\n",
+        sender="a@local.test",
+        recipients=[RecipientSpec("b@x.test")],
+    )
+    assert entry.id not in queue.ids()
+    assert queue.adopt(entry.id)
+    assert entry.id in queue.ids() and woken == [True]
+    assert queue.due(clock.now()) == [entry.id]
+    # Gone meanwhile, never existed, or not an id at all: nothing to adopt.
+    queue.delete(entry.id)
+    assert not queue.adopt(entry.id)
+    assert not queue.adopt("../../etc/passwd")
+    assert entry.id not in queue.ids()
