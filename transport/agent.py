@@ -244,7 +244,7 @@ Launcher = Callable[[socket.socket], "subprocess.Popen[bytes]"]
 class _Agent:
     """One agent process and what the server waits for from it."""
 
-    def __init__(self, process: subprocess.Popen[bytes], sock: trio.socket.SocketType) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], sock: socket.socket) -> None:
         self.process = process
         self.sock = sock
         self.pending: dict[int, tuple[trio.Event, list[Any]]] = {}
@@ -294,8 +294,15 @@ class AgentClient:
         done = trio.Event()
         slot: list[Any] = []
         while True:
-            agent = await self._current()
-            async with agent.send_lock:
+            agent = self._agent
+            if agent is None or not agent.alive:
+                agent = await self._current()
+            lock = agent.send_lock
+            try:
+                lock.acquire_nowait()
+            except trio.WouldBlock:
+                await lock.acquire()  # another frame is going out
+            try:
                 if not agent.alive or agent.retired:
                     continue  # replaced while this waited its turn: the next one takes it
                 agent.pending[request_id] = (done, slot)
@@ -308,6 +315,8 @@ class AgentClient:
                         agent.pending.pop(request_id, None)
                         raise AgentUnavailable("the delivery agent stopped") from None
                 break
+            finally:
+                lock.release()
         with trio.CancelScope(shield=True):
             await done.wait()
         if len(slot) == 1:
@@ -334,7 +343,7 @@ class AgentClient:
             finally:
                 child.close()
             parent.setblocking(False)
-            agent = _Agent(process, trio.socket.from_stdlib_socket(parent))
+            agent = _Agent(process, parent)
             self._agent = agent
             self._agents.add(agent)
             self._nursery.start_soon(self._read, agent)
@@ -346,7 +355,10 @@ class AgentClient:
         try:
             while True:
                 try:
-                    data = await agent.sock.recv(READ_SIZE)
+                    data = agent.sock.recv(READ_SIZE)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(agent.sock)
+                    continue
                 except OSError:
                     break
                 if not data:
@@ -359,6 +371,10 @@ class AgentClient:
             agent.retired = True
             self._lost(agent)
             raise
+        except trio.ClosedResourceError:  # close() closed it under this reader
+            agent.retired = True
+            self._lost(agent)
+            return
         self._lost(agent)
         with trio.CancelScope(shield=True):
             await self._reap(agent)
@@ -394,7 +410,7 @@ class AgentClient:
         agent.pending.clear()
 
     async def _reap(self, agent: _Agent) -> None:
-        agent.sock.close()
+        _close(agent.sock)
         await trio.to_thread.run_sync(_wait_or_kill, agent.process)
         self._agents.discard(agent)
 
@@ -422,7 +438,7 @@ class AgentClient:
             self._retire(agent)
         for agent in list(self._agents):
             _wait_or_kill(agent.process)
-            agent.sock.close()
+            _close(agent.sock)
         self._agents.clear()
 
 
@@ -436,8 +452,19 @@ def _wait_or_kill(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-async def _send_all(sock: trio.socket.SocketType, data: bytes) -> None:
+def _close(sock: socket.socket) -> None:
+    if sock.fileno() != -1:
+        trio.lowlevel.notify_closing(sock)  # a task waiting on it gets ClosedResourceError
+        sock.close()
+
+
+async def _send_all(sock: socket.socket, data: bytes) -> None:
+    """The whole of `data` on the non-blocking `sock`, waiting only when it is full."""
     view = memoryview(data)
     while view:
-        sent = await sock.send(view)
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+            continue
         view = view[sent:]

@@ -16,6 +16,7 @@ not available), so the rule is
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import re
 import secrets
@@ -210,7 +211,7 @@ class HubBackend:
             if not headers.has_field(header, b"message-id"):
                 lines.append(f"Message-ID: <{secrets.token_hex(12)}@{envelope.hostname}>\r\n")
             if not headers.has_field(header, b"date"):
-                lines.append(f"Date: {email.utils.formatdate(envelope.received_at)}\r\n")
+                lines.append(f"Date: {_rfc5322_date(envelope.received_at)}\r\n")
         return "".join(lines).encode("utf-8")
 
     def _reply(self, envelope: Envelope, message: MessageContent, report: DeliveryReport) -> Reply:
@@ -272,6 +273,17 @@ def _header_of(message: MessageContent) -> bytes:
     return headers.read_header_block(Path(str(message.path)))
 
 
+@functools.lru_cache(maxsize=4)
+def _date_at(second: int) -> str:
+    return email.utils.formatdate(second)
+
+
+def _rfc5322_date(when: float | None) -> str:
+    """RFC 5322 date-time to the second (formatted once per second: a busy server
+    stamps many messages in each)."""
+    return _date_at(int(time.time() if when is None else when))
+
+
 def _received(envelope: Envelope, message_id: str) -> str:
     """RFC 5321 4.4 trace field, Postfix's layout; the HELO name is sanitised for the
     comment and nothing the client sent goes in unquoted."""
@@ -288,6 +300,6 @@ def _received(envelope: Envelope, message_id: str) -> str:
         parts.append(f"\tfor {envelope.recipients[0].address.path()};")
     else:
         parts.append(by + ";")
-    date = email.utils.formatdate(envelope.received_at or time.time())
+    date = _rfc5322_date(envelope.received_at or time.time())
     parts[-1] += f" {date}"
     return "\r\n".join(parts) + "\r\n"

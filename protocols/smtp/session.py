@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO, NoReturn, Protocol
+from typing import Any, BinaryIO, NoReturn, Protocol
 
 import trio
 
@@ -609,27 +609,6 @@ class _Session:
         self.conn = ServerConnection(
             extensions=self._extensions(), limits=settings.limits(), tls_active=False
         )
-        self.handlers: dict[type[Event], Callable[[Event], Awaitable[None]]] = {
-            Ehlo: self._on_ehlo,
-            Helo: self._on_helo,
-            Mail: self._on_mail,
-            Rcpt: self._on_rcpt,
-            Data: self._on_data,
-            Bdat: self._on_bdat,
-            MessageData: self._on_message_data,
-            EndOfChunk: self._on_end_of_chunk,
-            EndOfMessage: self._on_end_of_message,
-            Rset: self._on_simple,
-            Noop: self._on_simple,
-            Quit: self._on_simple,
-            Vrfy: self._on_simple,
-            Expn: self._on_simple,
-            Help: self._on_simple,
-            StartTls: self._on_starttls,
-            Auth: self._on_auth,
-            AuthResponse: self._on_auth_response,
-            ConnectionClosed: self._on_connection_closed,
-        }
 
     # ---------------------------------------------------------------- plumbing
 
@@ -879,7 +858,7 @@ class _Session:
                 await self._flush()
                 conn.receive_data(await self._receive())
                 continue
-            await self.handlers[type(event)](event)
+            await _HANDLERS[type(event)](self, event)
             if self.spool is not None and not conn.in_transaction:
                 await self._drop_spool()
 
@@ -1075,6 +1054,30 @@ class _Session:
         if self.spool is not None or self.conn.mail is not None:
             self._log(logging.INFO, "connection lost during a mail transaction")
         await self._drop_spool()
+
+
+# What each event of the core runs in a session (one table for every session).
+_HANDLERS: dict[type[Event], Callable[[_Session, Any], Awaitable[None]]] = {
+    Ehlo: _Session._on_ehlo,
+    Helo: _Session._on_helo,
+    Mail: _Session._on_mail,
+    Rcpt: _Session._on_rcpt,
+    Data: _Session._on_data,
+    Bdat: _Session._on_bdat,
+    MessageData: _Session._on_message_data,
+    EndOfChunk: _Session._on_end_of_chunk,
+    EndOfMessage: _Session._on_end_of_message,
+    Rset: _Session._on_simple,
+    Noop: _Session._on_simple,
+    Quit: _Session._on_simple,
+    Vrfy: _Session._on_simple,
+    Expn: _Session._on_simple,
+    Help: _Session._on_simple,
+    StartTls: _Session._on_starttls,
+    Auth: _Session._on_auth,
+    AuthResponse: _Session._on_auth_response,
+    ConnectionClosed: _Session._on_connection_closed,
+}
 
 
 # RFC 3463 4.3.2: system not accepting network messages.
