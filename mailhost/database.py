@@ -97,10 +97,16 @@ class Database:
                 (str(version),),
             )
 
-    def data_version(self) -> tuple[int, int]:
-        """Changes whenever another connection (the CLI) commits: a cheap cache key. The
-        value is per connection, hence per thread: the thread is part of the key."""
-        return threading.get_ident(), int(self.db.execute("PRAGMA data_version").fetchone()[0])
+    def data_version(self) -> tuple[int, int, int]:
+        """Changes whenever anyone commits: another connection (the CLI, another thread:
+        PRAGMA data_version) or this one (its count of changes). A cheap cache key; it is
+        per connection, hence per thread, and the thread is part of it."""
+        db = self.db
+        return (
+            threading.get_ident(),
+            int(db.execute("PRAGMA data_version").fetchone()[0]),
+            db.total_changes,
+        )
 
     def close(self) -> None:
         with self._open_lock:

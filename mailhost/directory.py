@@ -403,7 +403,7 @@ class Directory:
             if db.execute("DELETE FROM send_connectors WHERE name=?", (name,)).rowcount == 0:
                 raise DirectoryError(f"no send connector named {name!r}")
 
-    def data_version(self) -> tuple[int, int]:
+    def data_version(self) -> tuple[int, int, int]:
         """Changes whenever another connection (the CLI) commits: a cheap cache key."""
         return self._database.data_version()
 

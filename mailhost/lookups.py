@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 from mailhost.directory import Directory, DomainType
 from protocols.activesync.commands import Recipient
@@ -15,21 +17,55 @@ _KINDS = {
 }
 
 
+# Answers DirectoryRouting keeps per thread until the directory changes; past this many
+# it starts again (an address harvester's misses cannot grow it without bound).
+ROUTING_CACHE_ENTRIES = 10_000
+
+
 class DirectoryRouting:
-    """`transport.hub.HubDirectory` over the directory database."""
+    """`transport.hub.HubDirectory` over the directory database.
+
+    The hub asks for every recipient twice (at RCPT, and again at delivery): the domain
+    and mailbox answers are kept per thread for as long as the directory's data version
+    stays the same (one cheap PRAGMA instead of the two queries), so a change made by
+    the CLI applies to the next lookup."""
 
     def __init__(self, directory: Directory) -> None:
         self._directory = directory
+        self._local = threading.local()
+
+    def _cache(self) -> dict[tuple[str, str], Any]:
+        version = self._directory.data_version()
+        local = self._local
+        cache: dict[tuple[str, str], Any] | None = getattr(local, "cache", None)
+        if cache is None or local.version != version or len(cache) >= ROUTING_CACHE_ENTRIES:
+            cache = local.cache = {}
+            local.version = version
+        return cache
 
     def domain_kind(self, domain: str) -> DomainKind | None:
+        cache = self._cache()
+        key = ("domain", domain)
+        if key in cache:
+            kind: DomainKind | None = cache[key]
+            return kind
         found = self._directory.domain(domain)
-        return None if found is None else _KINDS[found.type]
+        kind = cache[key] = None if found is None else _KINDS[found.type]
+        return kind
 
     def local_recipient(self, address: str) -> LocalRecipient | None:
+        cache = self._cache()
+        key = ("mailbox", address)
+        if key in cache:
+            mailbox: LocalRecipient | None = cache[key]
+            return mailbox
         user = self._directory.user_by_address(address)
-        if user is None:
-            return None
-        return LocalRecipient(mailbox_id=user.guid, owner=user.primary_address)
+        if user is not None:
+            mailbox = LocalRecipient(mailbox_id=user.guid, owner=user.primary_address)
+        else:
+            mailbox = None
+        cache[key] = mailbox
+        return mailbox
 
     def addresses_of(self, owner: str) -> tuple[str, ...]:
         user = self._directory.user_by_address(owner)

@@ -78,7 +78,7 @@ class DirectoryConnectors:
     def __init__(self, directory: Directory) -> None:
         self._directory = directory
         self._lock = threading.Lock()
-        self._version: tuple[int, int] | None = None
+        self._version: tuple[int, int, int] | None = None
         self._connectors: tuple[SendConnector, ...] = ()
 
     def send_connectors(self) -> Sequence[SendConnector]:

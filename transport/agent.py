@@ -413,6 +413,10 @@ class AgentClient:
         _close(agent.sock)
         await trio.to_thread.run_sync(_wait_or_kill, agent.process)
         self._agents.discard(agent)
+        if agent.process.returncode and not agent.retired:
+            status = agent.process.returncode
+            how = f"signal {-status}" if status < 0 else f"status {status}"
+            log.error("delivery agent (pid %d) ended with %s", agent.process.pid, how)
 
     def restart(self) -> None:
         """Start a new agent for the next delivery (a reloaded config); the current one

@@ -90,6 +90,7 @@ def test_an_agent_that_dies_is_replaced_and_its_message_gets_451(instance: Insta
         assert replacement is not None and replacement != agent
         assert "before" in subjects(instance) and "after" in subjects(instance)
         assert f"delivery agent (pid {agent}) stopped" in server.log()
+        wait_for(lambda: f"(pid {agent}) ended with signal 9" in server.log(), "the exit logged")
         assert "Traceback" not in server.log()
 
 
