@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,9 @@ _KINDS = {
 # Answers DirectoryRouting keeps per thread until the directory changes; past this many
 # it starts again (an address harvester's misses cannot grow it without bound).
 ROUTING_CACHE_ENTRIES = 10_000
+# The data version asked once serves the lookups of this long (the domain, then the
+# mailbox, of one recipient): a change cannot be told from one made just after them.
+VERSION_RECHECK_SECONDS = 0.002
 
 
 class DirectoryRouting:
@@ -35,12 +39,20 @@ class DirectoryRouting:
         self._local = threading.local()
 
     def _cache(self) -> dict[tuple[str, str], Any]:
-        version = self._directory.data_version()
         local = self._local
         cache: dict[tuple[str, str], Any] | None = getattr(local, "cache", None)
+        now = time.monotonic()
+        if (
+            cache is not None
+            and now - local.checked < VERSION_RECHECK_SECONDS
+            and len(cache) < ROUTING_CACHE_ENTRIES
+        ):
+            return cache
+        version = self._directory.data_version()
         if cache is None or local.version != version or len(cache) >= ROUTING_CACHE_ENTRIES:
             cache = local.cache = {}
             local.version = version
+        local.checked = now
         return cache
 
     def domain_kind(self, domain: str) -> DomainKind | None:

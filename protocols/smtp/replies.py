@@ -30,6 +30,7 @@ __all__ = [
 MAX_REPLY_LINE = 512
 
 _ENHANCED = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}")  # RFC 3463 2: class.subject.detail
+_FRAMING = re.compile("[\r\n\x00]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ class Reply:
             if self.enhanced[0] != str(self.code)[0] and self.code // 100 != 3:
                 raise ValueError(f"enhanced code {self.enhanced} does not match {self.code}")
         for line in self.lines:
-            if any(ch in line for ch in "\r\n\x00"):
+            if _FRAMING.search(line):
                 raise ValueError("CR, LF and NUL are not allowed in reply text")
 
     @property

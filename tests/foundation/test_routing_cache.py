@@ -15,6 +15,12 @@ from mailhost.lookups import DirectoryRouting
 from transport.hub import DomainKind
 
 
+@pytest.fixture(autouse=True)
+def every_lookup_asks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lookups here follow each other within microseconds; each asks for the version."""
+    monkeypatch.setattr(lookups, "VERSION_RECHECK_SECONDS", 0.0)
+
+
 @pytest.fixture
 def directory(tmp_path: Path) -> Directory:
     d = Directory(tmp_path / "directory.sqlite3")
@@ -62,3 +68,19 @@ def test_the_cache_is_bounded(directory: Directory, monkeypatch: pytest.MonkeyPa
     for n in range(12):  # a harvester trying addresses
         assert routing.local_recipient(f"guess{n}@example.test") is None
         assert len(routing._local.cache) <= 5
+
+
+def test_the_lookups_of_one_recipient_ask_for_the_version_once(
+    directory: Directory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lookups, "VERSION_RECHECK_SECONDS", 60.0)
+    asked: list[object] = []
+    real = directory.data_version
+    monkeypatch.setattr(directory, "data_version", lambda: asked.append(1) or real())
+    routing = DirectoryRouting(directory)
+    assert routing.domain_kind("example.test") is DomainKind.AUTHORITATIVE
+    assert routing.local_recipient("nobody@example.test") is None
+    assert len(asked) == 1
+    monkeypatch.setattr(lookups, "VERSION_RECHECK_SECONDS", 0.0)
+    assert routing.local_recipient("nobody@example.test") is None
+    assert len(asked) == 2
