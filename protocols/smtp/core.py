@@ -963,20 +963,26 @@ class ServerConnection:
         if self._poison is not None:
             return b""
         assert self._line_start  # a line is dropped only when the message is poisoned
-        crlf = content.count(b"\r\n")
+        lines = content.split(b"\r\n")  # each begins a line: content is whole lines
+        crlf = len(lines) - 1
         if content.count(b"\n") != crlf or content.count(b"\r") != crlf:
             self._poison_message(_ERR_SMUGGLING)
             return b""
         if b"\x00" in content:
             self._poison_message(_ERR_NUL_IN_DATA)  # RFC 6152 3 / RFC 5322 2.2: no NUL
             return b""
+        # RFC 5321 4.5.3.1.6: at most 998 octets of text a line, not counting the dot
+        # doubled for transparency.
+        longest = MAX_TEXT_LINE - 2
+        if max(map(len, lines)) > longest and any(
+            len(line) - line.startswith(b".") > longest for line in lines
+        ):
+            self._poison_message(_ERR_TEXT_LINE)
+            return b""
         # RFC 5321 4.5.2: a dot at the start of a line is removed.
         text = content.replace(b"\r\n.", b"\r\n")
         if text[:1] == b".":
             text = text[1:]
-        if len(text) > MAX_TEXT_LINE - 2 and max(map(len, text.split(b"\r\n"))) > MAX_TEXT_LINE - 2:
-            self._poison_message(_ERR_TEXT_LINE)
-            return b""
         self._message_size += len(text)
         if self._message_size > self.limits.max_message_size:
             self._poison_message(_ERR_TOO_BIG)
