@@ -156,3 +156,7 @@ class PlainSocketIO:
             except OSError as exc:
                 raise trio.BrokenResourceError(f"send failed: {exc}") from exc
             view = view[sent:]
+
+    def close(self) -> None:
+        """Close the socket now (a task waiting on it gets ClosedResourceError)."""
+        self._socket.close()

@@ -746,6 +746,11 @@ class _Session:
 
     async def aclose(self) -> None:
         await self._drop_spool()
+        if isinstance(self.io, PlainSocketIO):
+            # Closing a TCP socket never waits (the kernel sends what is queued, then
+            # FIN): no time limit, no checkpoint to pay for.
+            self.io.close()
+            return
         with trio.move_on_after(self.settings.timeouts.close):
             await self.stream.aclose()
 
