@@ -34,6 +34,13 @@ def mailhost_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "mailhost", *args]
 
 
+def _delivery_order(key: str) -> tuple[int, str]:
+    """Our maildir names carry the UID (",U=n"), which counts deliveries; the time at the
+    front does not sort as text (its microseconds are not zero-padded)."""
+    uid = re.search(r",U=(\d+)", key)
+    return (int(uid.group(1)) if uid else 0, key)
+
+
 class Instance:
     """A configured, initialised server folder (not necessarily running)."""
 
@@ -95,7 +102,7 @@ class Instance:
         """The Inbox read by Python's own maildir reader (not ours), oldest first."""
         folder = mailbox.Maildir(self.mailbox_dir(address), factory=None, create=False)
         messages = []
-        for key in sorted(folder.keys()):
+        for key in sorted(folder.keys(), key=_delivery_order):
             with folder.get_file(key) as f:
                 parsed = email.message_from_binary_file(f, policy=email.policy.default)
             messages.append(typing.cast(email.message.EmailMessage, parsed))
