@@ -32,6 +32,7 @@ next delivery starts a new agent.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import socket
 import subprocess
@@ -88,17 +89,9 @@ class DeliveryRequest:
     info: MessageInfo
 
 
-def _info_to_wire(info: MessageInfo) -> list[Any]:
-    return [
-        info.ret,
-        info.envid,
-        info.auth_identity,
-        info.client_helo,
-        info.client_address,
-        info.received_by,
-        info.body,
-        info.smtputf8,
-    ]
+def _values(value: Any) -> list[Any]:
+    """A dataclass's fields in order: what the other side hands its constructor."""
+    return [getattr(value, field.name) for field in dataclasses.fields(value)]
 
 
 def encode_request(request_id: int, request: DeliveryRequest) -> bytes:
@@ -112,7 +105,7 @@ def encode_request(request_id: int, request: DeliveryRequest) -> bytes:
             [[r.key, r.address, list(r.notify), r.orcpt] for r in request.recipients],
             request.authenticated,
             request.message_id,
-            _info_to_wire(request.info),
+            _values(request.info),
         ]
     )
 
@@ -134,15 +127,7 @@ def decode_request(frame: list[Any]) -> tuple[int, DeliveryRequest]:
 
 
 def report_to_wire(report: DeliveryReport) -> list[Any]:
-    return [
-        report.message_id,
-        report.delivered,
-        report.queued,
-        report.temporary,
-        report.quota,
-        report.permanent,
-        [list(folder) for folder in report.folders],
-    ]
+    return _values(report)
 
 
 def report_from_wire(value: list[Any]) -> DeliveryReport:
