@@ -341,7 +341,13 @@ class Service:
 
     def _adopt(self, nursery: trio.Nursery, queue_id: str) -> None:
         """The agent queued a message (a remote recipient, an out-of-office answer)."""
-        nursery.start_soon(trio.to_thread.run_sync, self.queue.adopt, queue_id)
+        nursery.start_soon(trio.to_thread.run_sync, self._adopt_entry, queue_id)
+
+    def _adopt_entry(self, queue_id: str) -> None:
+        try:
+            self.queue.adopt(queue_id)
+        except Exception:  # the entry is on disk: the runner's next rescan finds it
+            log.exception("loading queue entry %s the delivery agent added", queue_id)
 
     def _stored(self, nursery: trio.Nursery, report: DeliveryReport) -> None:
         """The agent stored copies: whoever waits on those folders (IMAP IDLE, EAS Ping
