@@ -127,12 +127,7 @@ def main(argv: list[str]) -> int:
         # which would cost its runner a rescan of the whole queue.
         queue.add_listener(lambda: None)
         sock = socket.socket(fileno=fd)
-        server: AgentServer | None = None
-
-        def notice(queue_id: str) -> None:
-            if server is not None:
-                server.notice_queued(queue_id)
-
+        server = AgentServer(sock)
         hub, _router = build_hub(
             config,
             directory,
@@ -140,11 +135,10 @@ def main(argv: list[str]) -> int:
             queue,
             eas,
             postmaster=lambda: config.queue.postmaster or None,
-            on_enqueued=notice,
+            on_enqueued=server.notice_queued,
         )
-        server = AgentServer(sock, hub)
         try:
-            server.run()
+            server.run(hub)
         finally:
             sock.close()
             store.close()

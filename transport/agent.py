@@ -166,13 +166,12 @@ def route_and_deliver(hub: Hub, request: DeliveryRequest) -> DeliveryReport:
 
 
 class AgentServer:
-    """Serve requests from the server on `sock` with `hub` until the server closes its
-    end; every request runs in one of `threads` threads. Blocking: the agent process's
-    main thread runs it."""
+    """Serve requests from the server on `sock` until the server closes its end; every
+    request runs in one of `threads` threads. Blocking: the agent process's main thread
+    runs it."""
 
-    def __init__(self, sock: socket.socket, hub: Hub, *, threads: int = AGENT_THREADS) -> None:
+    def __init__(self, sock: socket.socket, *, threads: int = AGENT_THREADS) -> None:
         self._sock = sock
-        self._hub = hub
         self._threads = threads
         self._send_lock = threading.Lock()
         self._broken = False
@@ -191,16 +190,17 @@ class AgentServer:
             except OSError:
                 self._broken = True  # the server is gone; what is durable stays so
 
-    def _work(self, request_id: int, request: DeliveryRequest) -> None:
+    def _work(self, hub: Hub, request_id: int, request: DeliveryRequest) -> None:
         try:
-            report = route_and_deliver(self._hub, request)
+            report = route_and_deliver(hub, request)
         except Exception as exc:
             log.exception("delivery of id=%s failed", request.message_id)
             self._send([request_id, None, f"{type(exc).__name__}: {exc}"])
             return
         self._send([request_id, report_to_wire(report)])
 
-    def run(self) -> None:
+    def run(self, hub: Hub) -> None:
+        """Deliver with `hub` (whose queue tells `notice_queued` what it adds)."""
         unpacker = msgpack.Unpacker(raw=False)
         with ThreadPoolExecutor(self._threads, thread_name_prefix="deliver") as pool:
             while True:
@@ -217,7 +217,7 @@ class AgentServer:
                     except (TypeError, ValueError) as exc:
                         log.error("bad request from the server: %s", exc)
                         return
-                    pool.submit(self._work, request_id, request)
+                    pool.submit(self._work, hub, request_id, request)
         # The pool has finished what it held (and answered it) before this returns.
 
 
@@ -262,12 +262,6 @@ class AgentClient:
         self._next_id = 0
         self._started_at = -RESTART_INTERVAL
         self._starting = trio.Lock()
-
-    @property
-    def process(self) -> subprocess.Popen[bytes] | None:
-        """The current agent process, if one runs."""
-        agent = self._agent
-        return agent.process if agent is not None and agent.alive else None
 
     async def deliver(self, request: DeliveryRequest) -> DeliveryReport:
         """Have the agent deliver; raises AgentUnavailable when it died or cannot start.
@@ -349,8 +343,15 @@ class AgentClient:
                 if not data:
                     break
                 unpacker.feed(data)
-                for frame in unpacker:
-                    self._answer(agent, frame)
+                try:
+                    for frame in unpacker:
+                        self._answer(agent, frame)
+                except (ValueError, TypeError, IndexError, KeyError) as exc:
+                    # Not what an agent sends: treat it as dead rather than guess.
+                    log.error(
+                        "delivery agent (pid %d) sent a bad answer: %r", agent.process.pid, exc
+                    )
+                    break
         except trio.Cancelled:
             # The server is stopping: close() ends the process; nothing waits on it now.
             agent.retired = True

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import msgpack
+import pytest
+import trio
 
 from transport.agent import (
+    AgentClient,
     AgentRecipient,
+    AgentUnavailable,
     DeliveryRequest,
     decode_request,
     encode_request,
@@ -49,3 +56,32 @@ def test_a_report_comes_back_whole() -> None:
     )
     wire = msgpack.unpackb(msgpack.packb(report_to_wire(report)), raw=False)
     assert report_from_wire(wire) == report
+
+
+# A stand-in for the agent process (the outside world of the client): it answers with a
+# byte msgpack never uses, then waits for the server to close its end.
+_GARBLING_AGENT = """
+import os, sys
+fd = int(sys.argv[1])
+os.read(fd, 65536)
+os.write(fd, b"\\xc1")
+while os.read(fd, 65536):
+    pass
+"""
+
+
+@pytest.mark.timeout(30)  # before the fix the reader died and the delivery waited forever
+async def test_an_agent_that_answers_garbage_is_a_failed_delivery_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def launch(sock: socket.socket) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-c", _GARBLING_AGENT, str(sock.fileno())], pass_fds=(sock.fileno(),)
+        )
+
+    request = DeliveryRequest(b"x", b"", None, [], False, "ID1", MessageInfo())
+    async with trio.open_nursery() as nursery:
+        client = AgentClient(launch, nursery)
+        with pytest.raises(AgentUnavailable):
+            await client.deliver(request)
+    assert "sent a bad answer" in caplog.text
