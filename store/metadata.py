@@ -230,7 +230,21 @@ def _preview(buf: Buffer, structure: BodyPart) -> str:
     text = decode_body(buf, part, MAX_PREVIEW_SOURCE_BYTES)
     if part.subtype == "html":
         text = html.unescape(_TAG.sub(" ", text))
-    return " ".join(text.split())[:PREVIEW_CHARS]
+    return _collapsed(text, PREVIEW_CHARS)
+
+
+def _collapsed(text: str, limit: int) -> str:
+    """`" ".join(text.split())[:limit]`, splitting only as much of `text` as that needs.
+
+    The collapsed form of a prefix of `text` is a prefix of the collapsed whole (a word
+    cut at the end is a prefix of that word), so once it is long enough it is the answer.
+    """
+    window = limit * 4
+    if len(text) > window:
+        head = " ".join(text[:window].split())
+        if len(head) >= limit:
+            return head[:limit]
+    return " ".join(text.split())[:limit]
 
 
 def _message_class(structure: BodyPart, kind: ItemKind | None) -> str:
@@ -289,7 +303,7 @@ def build_metadata(buf: Buffer) -> MessageMetadata:
             pim = item_fields(kind, payload, subject)
         except InvalidItem:
             pim = PimFields(kind=kind, summary=subject)
-        preview = " ".join((pim.summary or "").split())[:PREVIEW_CHARS]
+        preview = _collapsed(pim.summary or "", PREVIEW_CHARS)
     else:
         preview = _preview(buf, structure)
     return MessageMetadata(

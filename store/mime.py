@@ -82,24 +82,21 @@ def _find_header_end(buf: Buffer, start: int, end: int) -> tuple[int, int]:
         return start, start + 2
     if buf[start : start + 1] == b"\n":
         return start, start + 1
-    candidates = []
-    lf = buf.find(b"\n\n", start, end)
-    if lf >= 0:
-        candidates.append((lf + 1, lf + 2))
+    # The first empty line, CRLF or bare LF. The CRLF search goes first: in the usual
+    # message it ends near the top, and the bare-LF search then stops there instead of
+    # reading the whole body for a pair that is not in it.
     crlf = buf.find(b"\n\r\n", start, end)
+    lf = buf.find(b"\n\n", start, end if crlf < 0 else crlf + 1)
+    if lf >= 0:
+        return lf + 1, lf + 2
     if crlf >= 0:
-        candidates.append((crlf + 1, crlf + 3))
-    if not candidates:
-        return end, end
-    return min(candidates)
+        return crlf + 1, crlf + 3
+    return end, end
 
 
-# RFC 5322 3.6.8 ftext: printable US-ASCII except ':' (the caller cut at the colon).
-_FIELD_NAME = re.compile(rb"[\x21-\x7e]+")
-
-
-def _valid_field_name(name: bytes) -> bool:
-    return _FIELD_NAME.fullmatch(name) is not None
+# RFC 5322 3.6.8 ftext (printable US-ASCII except ':'), then the colon.
+_FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+_FIELD_NAME_WITHIN = 1000  # bytes of a line in which its colon must appear
 
 
 def parse_header_block(buf: Buffer, start: int, end: int) -> HeaderBlock:
@@ -108,41 +105,32 @@ def parse_header_block(buf: Buffer, start: int, end: int) -> HeaderBlock:
     name: str | None = None
     chunks: list[bytes] = []
     size = 0
-
-    def finish() -> None:
-        if name is not None and len(fields) < MAX_HEADER_FIELDS:
-            value = b"".join(chunks).decode("utf-8", errors="replace").strip()
-            fields.append((name, value))
-
-    pos = start
-    while pos < header_end:
-        nl = buf.find(b"\n", pos, header_end)
-        line_end = header_end if nl < 0 else nl
-        next_pos = line_end + 1
-        content_end = line_end - 1 if line_end > pos and buf[line_end - 1] == 0x0D else line_end
-        first = buf[pos]
-        if first in (0x20, 0x09):
+    lines = bytes(buf[start:header_end]).split(b"\n")
+    if not lines[-1]:
+        lines.pop()  # the header's last line end (an empty line cannot be inside it)
+    for line in lines:
+        content = line[:-1] if line[-1:] == b"\r" else line
+        if line[:1] in (b" ", b"\t"):  # folded: a continuation of the field before
             if name is not None and size < MAX_HEADER_FIELD_BYTES:
-                take = min(content_end - pos, MAX_HEADER_FIELD_BYTES - size)
-                chunks.append(bytes(buf[pos : pos + take]))
+                take = min(len(content), MAX_HEADER_FIELD_BYTES - size)
+                chunks.append(content[:take])
                 size += take
-        else:
-            finish()
+            continue
+        if name is not None:
+            fields.append((name, b"".join(chunks).decode("utf-8", errors="replace").strip()))
             name = None
-            chunks = []
-            size = 0
-            if len(fields) >= MAX_HEADER_FIELDS:
-                break
-            colon = buf.find(b":", pos, min(content_end, pos + 1000))
-            if colon > pos:
-                raw_name = bytes(buf[pos:colon]).rstrip(b" \t")  # obs-optional WSP before ':'
-                if _valid_field_name(raw_name):
-                    name = raw_name.decode("ascii").lower()
-                    take = min(content_end - colon - 1, MAX_HEADER_FIELD_BYTES)
-                    chunks.append(bytes(buf[colon + 1 : colon + 1 + take]))
-                    size = take
-        pos = next_pos
-    finish()
+        if len(fields) >= MAX_HEADER_FIELDS:
+            break
+        # The name up to the first colon (within the line's first 1000 bytes), optional
+        # blanks before the colon allowed (obs-optional WSP, RFC 5322 4.5.3).
+        match = _FIELD_NAME.match(content)
+        if match is not None and match.end() <= _FIELD_NAME_WITHIN:
+            name = match.group(1).decode("ascii").lower()
+            value = content[match.end() : match.end() + MAX_HEADER_FIELD_BYTES]
+            chunks = [value]
+            size = len(value)
+    if name is not None and len(fields) < MAX_HEADER_FIELDS:
+        fields.append((name, b"".join(chunks).decode("utf-8", errors="replace").strip()))
     return HeaderBlock(tuple(fields), start, body_start)
 
 
@@ -431,6 +419,15 @@ class Address(NamedTuple):
 _ADDRESS_SPECIALS = frozenset('()<>[]:;@\\,"')
 _ATOM_RUN = re.compile(r'[^()<>\[\]:;@\\,"\x20\t\r\n]+')  # up to a special or a space
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
+# The usual single mailbox, `<local@domain>`, `local@domain` or `Display Name
+# <local@domain>` with plain atoms only: matched at once, giving exactly what the
+# lexer and `_mailbox` below give for it (anything else takes the general path).
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
+_SIMPLE_MAILBOX = re.compile(
+    rf"[ \t]*(?:(?P<name>{_ATEXT}(?:[ \t]+{_ATEXT})*)[ \t]*)?"
+    rf"<(?P<local>{_ATEXT})@(?P<domain>{_ATEXT})>[ \t]*"
+    rf"|[ \t]*(?P<bare_local>{_ATEXT})@(?P<bare_domain>{_ATEXT})[ \t]*"
+)
 
 
 def _lex_addresses(value: str) -> list[tuple[str, str]]:
@@ -533,6 +530,13 @@ def parse_address_list(value: str | None) -> tuple[Address, ...]:
     """An address header's value as IMAP ENVELOPE addresses; never raises."""
     if not value:
         return ()
+    simple = _SIMPLE_MAILBOX.fullmatch(value)
+    if simple is not None:
+        local = simple["local"]
+        if local is None:
+            return (Address(None, None, simple["bare_local"], simple["bare_domain"]),)
+        name = simple["name"]
+        return (Address(" ".join(name.split()) if name else None, None, local, simple["domain"]),)
     tokens = _lex_addresses(value)
     out: list[Address] = []
     segment: list[tuple[str, str]] = []
