@@ -309,3 +309,66 @@ def test_message_classes() -> None:
     assert meta.attachments == ()
     invite = b"Content-Type: text/calendar; method=REQUEST\r\n\r\nBEGIN:VCALENDAR\r\n"
     assert build_metadata(invite).message_class == "IPM.Schedule.Meeting.Request"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("<a@b.test>", Address(None, None, "a", "b.test")),
+        (" a.b@c.test\t", Address(None, None, "a.b", "c.test")),
+        ("Joe  Q\tPublic <jq@x.test>", Address("Joe Q Public", None, "jq", "x.test")),
+        ("Joe<jq@x.test>", Address("Joe", None, "jq", "x.test")),
+        # Not the simple form: the general parser (quoted name, comment, literal, group).
+        ('"Joe, Q." <jq@x.test>', Address("Joe, Q.", None, "jq", "x.test")),
+        ("jq@x.test (Joe)", Address("Joe", None, "jq", "x.test")),
+        ("jq@[192.0.2.1]", Address(None, None, "jq", "[192.0.2.1]")),
+    ],
+)
+def test_single_mailbox_forms(value: str, expected: Address) -> None:
+    assert parse_address_list(value) == (expected,)
+
+
+@given(
+    st.lists(
+        st.sampled_from(["a", "b.c", "@", "<", ">", " ", "\t", '"', "(x)", ",", ":", ";", "é"]),
+        max_size=10,
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_simple_mailbox_path_agrees_with_lexer(pieces: list[str]) -> None:
+    # The one-expression path for a lone mailbox must give what the lexer gives.
+    from store import mime
+
+    value = "".join(pieces)
+    if value and mime._SIMPLE_MAILBOX.fullmatch(value) is not None:
+        assert parse_address_list(value) == (mime._mailbox(mime._lex_addresses(value)),)
+
+
+def test_header_field_names() -> None:
+    data = (
+        b"Subject \t: spaced\r\n"  # blanks before the colon (obs-optional WSP)
+        b"Bad Name: dropped\r\n"
+        b" continuation of a dropped field\r\n"
+        b"X-Long: " + b"v" * 10 + b"\r\n" + b"N" * 1000 + b": colon too far\r\n"
+        b"\r\nbody\n\nnot a header: x\r\n"
+    )
+    parsed = parse_message(data)
+    assert parsed.headers.fields == (("subject", "spaced"), ("x-long", "v" * 10))
+    assert data[parsed.structure.body_start :].startswith(b"body")
+
+
+def test_bare_lf_header_end_before_crlf_one() -> None:
+    data = b"Subject: a\n\nbody\r\n\r\nmore"
+    assert parse_message(data).structure.body_start == data.index(b"body")
+    data = b"Subject: a\r\n\r\nbody\n\nmore"
+    assert parse_message(data).structure.body_start == data.index(b"body")
+
+
+def test_preview_collapses_like_the_whole_text() -> None:
+    text = b"  first \t line\r\n\r\n" + b"w" * 2000 + b" tail"
+    assert (
+        build_metadata(b"Subject: p\r\n\r\n" + text).preview
+        == (" ".join(text.decode().split())[:PREVIEW_CHARS])
+    )
+    short = b"a  b\r\n" * 3
+    assert build_metadata(b"Subject: p\r\n\r\n" + short).preview == "a b a b a b"
