@@ -145,6 +145,15 @@ class PlainSocketIO:
                 await trio.lowlevel.checkpoint()
             return data
 
+    def send_nowait(self, data: bytes) -> int:
+        """As much of `data` as the socket takes now, without waiting: the count sent."""
+        try:
+            return os.write(self._fd(), data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"send failed: {exc}") from exc
+
     async def send_all(self, data: bytes) -> None:
         view = memoryview(data)
         while view:

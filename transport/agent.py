@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import msgpack
 import trio
@@ -232,7 +232,7 @@ class _Agent:
     def __init__(self, process: subprocess.Popen[bytes], sock: socket.socket) -> None:
         self.process = process
         self.sock = sock
-        self.pending: dict[int, tuple[trio.Event, list[Any]]] = {}
+        self.pending: dict[int, _Answer] = {}
         self.send_lock = trio.StrictFIFOLock()
         self.alive = True  # until its socket fails or it is retired
         self.retired = False
@@ -270,8 +270,7 @@ class AgentClient:
         self._next_id += 1
         request_id = self._next_id
         frame = encode_request(request_id, request)
-        done = trio.Event()
-        slot: list[Any] = []
+        answer = _Answer()
         while True:
             agent = self._agent
             if agent is None or not agent.alive:
@@ -284,25 +283,25 @@ class AgentClient:
             try:
                 if not agent.alive or agent.retired:
                     continue  # replaced while this waited its turn: the next one takes it
-                agent.pending[request_id] = (done, slot)
-                with trio.CancelScope(shield=True):  # a frame is sent whole or not at all
-                    try:
-                        await _send_all(agent.sock, frame)
-                    except (OSError, trio.ClosedResourceError):
-                        # Its reader sees the end and fails what it held; this one was
-                        # not taken.
-                        agent.pending.pop(request_id, None)
-                        raise AgentUnavailable("the delivery agent stopped") from None
+                agent.pending[request_id] = answer
+                try:
+                    sent = _send_nowait(agent.sock, frame)
+                    if sent < len(frame):
+                        # A frame is sent whole or not at all.
+                        with trio.CancelScope(shield=True):
+                            await _send_all(agent.sock, memoryview(frame)[sent:])
+                except (OSError, trio.ClosedResourceError):
+                    # Its reader sees the end and fails what it held; this one was not
+                    # taken.
+                    agent.pending.pop(request_id, None)
+                    raise AgentUnavailable("the delivery agent stopped") from None
                 break
             finally:
                 lock.release()
-        with trio.CancelScope(shield=True):
-            await done.wait()
-        if len(slot) == 1:
-            if isinstance(slot[0], DeliveryReport):
-                return slot[0]
-            raise AgentUnavailable(str(slot[0]))
-        raise AgentUnavailable("the delivery agent stopped")
+        result = await answer.wait()
+        if isinstance(result, DeliveryReport):
+            return result
+        raise AgentUnavailable(result or "the delivery agent stopped")
 
     async def _current(self) -> _Agent:
         async with self._starting:
@@ -371,18 +370,16 @@ class AgentClient:
             if frame[1] == "queued":
                 self._on_queued(frame[2])
             return
-        waiter = agent.pending.pop(request_id, None)
-        if waiter is None:
+        answer = agent.pending.pop(request_id, None)
+        if answer is None:
             return
-        done, slot = waiter
         if frame[1] is None:
-            slot.append(frame[2])
+            answer.set(str(frame[2]))
         else:
             report = report_from_wire(frame[1])
-            slot.append(report)
+            answer.set(report)
             if report.folders:
                 self._on_stored(report)
-        done.set()
 
     def _lost(self, agent: _Agent) -> None:
         """The agent's socket failed or closed: whatever it held has no answer."""
@@ -391,8 +388,8 @@ class AgentClient:
         agent.alive = False
         if self._agent is agent:
             self._agent = None
-        for done, _slot in agent.pending.values():
-            done.set()
+        for answer in agent.pending.values():
+            answer.set(None)
         agent.pending.clear()
 
     async def _reap(self, agent: _Agent) -> None:
@@ -448,7 +445,52 @@ def _close(sock: socket.socket) -> None:
         sock.close()
 
 
-async def _send_all(sock: socket.socket, data: bytes) -> None:
+class _Answer:
+    """The agent's answer to one request, and the task waiting for it: a report, the
+    agent's error text, or None when the agent is gone.
+
+    The wait cannot be cancelled (like a delivery in a worker thread, and as a shielded
+    scope would make it, without the cost of one per message): once the request is
+    sent the message may be landing, and the answer must be known.
+    """
+
+    __slots__ = ("_task", "_waiting", "done", "value")
+
+    def __init__(self) -> None:
+        self._task = trio.lowlevel.current_task()
+        self._waiting = False
+        self.done = False
+        self.value: DeliveryReport | str | None = None
+
+    def set(self, value: DeliveryReport | str | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.value = value
+        if self._waiting:
+            self._waiting = False
+            trio.lowlevel.reschedule(self._task)
+
+    async def wait(self) -> DeliveryReport | str | None:
+        if not self.done:
+            self._waiting = True
+            await trio.lowlevel.wait_task_rescheduled(_not_abortable)
+        return self.value
+
+
+def _not_abortable(raise_cancel: Callable[[], NoReturn]) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED
+
+
+def _send_nowait(sock: socket.socket, data: bytes) -> int:
+    """As much of `data` as the non-blocking `sock` takes now."""
+    try:
+        return sock.send(data)
+    except BlockingIOError:
+        return 0
+
+
+async def _send_all(sock: socket.socket, data: bytes | memoryview) -> None:
     """The whole of `data` on the non-blocking `sock`, waiting only when it is full."""
     view = memoryview(data)
     while view:

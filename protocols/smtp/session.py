@@ -653,7 +653,7 @@ class _Session:
     async def _flush(self, *, shielded: bool = False) -> None:
         """Send what is queued within the send timeout. `shielded`: the caller shields
         the send from cancellation, the session scope's deadline included."""
-        if not self.out:
+        if not self.out or self._send_now():
             return
         data = bytes(self.out)
         self.out.clear()
@@ -668,6 +668,20 @@ class _Session:
         if scope.cancelled_caught:
             self._log(logging.INFO, "timeout sending a reply")
             raise _Closing
+
+    def _send_now(self) -> bool:
+        """On plain TCP, send what is queued if the socket takes it all now: no deadline
+        and no cancel scope are needed for a send that cannot wait (the usual case). What
+        it does not take stays queued for the waiting send. True when all went."""
+        if not isinstance(self.io, PlainSocketIO):
+            return False
+        try:
+            sent = self.io.send_nowait(bytes(self.out))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            self._log(logging.INFO, "connection lost while sending: %s", error or "closed")
+            raise _Closing from None
+        del self.out[:sent]
+        return not self.out
 
     async def _send(self, data: bytes) -> None:
         try:
@@ -977,6 +991,8 @@ class _Session:
         # and the client would send the message again (RFC 5321 6.1; RFC 1047). The send
         # is still bounded by the send timeout, and a closed socket ends it.
         self.out += self.conn.send(reply)
+        if self._send_now():
+            return  # it went at once: nothing could have cut it
         with trio.CancelScope(shield=True):
             await self._flush(shielded=True)
 

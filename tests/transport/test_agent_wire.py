@@ -85,3 +85,63 @@ async def test_an_agent_that_answers_garbage_is_a_failed_delivery_not_a_crash(
         with pytest.raises(AgentUnavailable):
             await client.deliver(request)
     assert "sent a bad answer" in caplog.text
+
+
+# A stand-in agent that answers its first request after a pause, with the report given.
+_SLOW_AGENT = """
+import os, sys, time
+import msgpack
+fd = int(sys.argv[1])
+unpacker = msgpack.Unpacker(raw=False)
+while True:
+    unpacker.feed(os.read(fd, 65536))
+    frames = list(unpacker)
+    if frames:
+        break
+open(sys.argv[3], "w").close()  # the test cancels its caller now
+time.sleep(0.3)
+os.write(fd, msgpack.packb([frames[0][0], msgpack.unpackb(bytes.fromhex(sys.argv[2])), None]))
+while os.read(fd, 65536):
+    pass
+"""
+
+
+@pytest.mark.timeout(30)
+async def test_a_sent_request_is_answered_even_when_its_caller_is_cancelled(
+    tmp_path: Path,
+) -> None:
+    # Once sent, the message may be landing: the caller learns the outcome before a
+    # cancellation reaches it (a shielded wait, without a scope per message).
+    report = DeliveryReport("ID1", delivered=["ann@example.test"], folders=[("m", "f")])
+    wire = msgpack.packb(report_to_wire(report)).hex()
+    received = tmp_path / "received"
+
+    def launch(sock: socket.socket) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-c", _SLOW_AGENT, str(sock.fileno()), wire, str(received)],
+            pass_fds=(sock.fileno(),),
+        )
+
+    request = DeliveryRequest(b"x", b"", None, [], False, "ID1", MessageInfo())
+    got: list[DeliveryReport] = []
+    scope = trio.CancelScope()
+
+    async def deliver() -> None:
+        with scope:
+            got.append(await client.deliver(request))
+            await trio.sleep(0)  # the cancellation arrives here, after the answer
+
+    async with trio.open_nursery() as nursery:
+        client = AgentClient(launch, nursery)
+        nursery.start_soon(deliver)
+        for _ in range(1000):  # bounded: ten seconds
+            if received.exists():
+                break
+            await trio.sleep(0.01)
+        assert received.exists()
+        scope.cancel()
+        with trio.fail_after(10):
+            while not scope.cancelled_caught:
+                await trio.sleep(0.01)
+        client.close()
+    assert got == [report]
