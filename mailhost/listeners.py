@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import socket
 import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -21,6 +23,26 @@ from protocols.connection import ConnectionInfo, Drain
 # reason to pause accepting, not to stop.
 ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 ACCEPT_PAUSE_SECONDS = 0.1
+# trio's list too: a connection that failed between the client's SYN and our accept is
+# that client's problem, not the listener's.
+ACCEPT_SKIP_ERRNOS = {
+    getattr(errno, name)
+    for name in (
+        "EPERM",
+        "ECONNABORTED",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+    )
+    if hasattr(errno, name)
+}
+# Connections accepted in a row before the accept loop lets other tasks run.
+ACCEPT_BATCH = 16
 LISTEN_BACKLOG = 511  # as nginx and Postfix; the kernel caps it at somaxconn
 
 Handler = Callable[[trio.abc.Stream, ConnectionInfo], Awaitable[None]]
@@ -103,16 +125,37 @@ class Sessions:
     async def _accept_from(
         self, listener: Listener, sock: trio.SocketListener, nursery: trio.Nursery
     ) -> None:
-        while True:
-            try:
-                stream = await sock.accept()
-            except OSError as exc:
-                if exc.errno in ACCEPT_CAPACITY_ERRNOS:
-                    log.error("%s: cannot accept (%s); pausing", listener.name, exc.strerror)
-                    await trio.sleep(ACCEPT_PAUSE_SECONDS)
+        """Accept on the listening socket directly: every connection waiting is taken
+        (up to ACCEPT_BATCH) at one wake-up, where trio's SocketListener.accept yields
+        to the scheduler after each. Its own duplicate of the descriptor, closed when the
+        loop ends, so the listener's socket object is not touched."""
+        raw = socket.socket(fileno=os.dup(sock.socket.fileno()))
+        raw.setblocking(False)
+        in_a_row = 0
+        try:
+            while True:
+                try:
+                    conn, _ = raw.accept()
+                except BlockingIOError:
+                    in_a_row = 0
+                    await trio.lowlevel.wait_readable(raw)
                     continue
-                raise
-            nursery.start_soon(self._run, listener, stream)
+                except OSError as exc:
+                    if exc.errno in ACCEPT_SKIP_ERRNOS:
+                        continue
+                    if exc.errno in ACCEPT_CAPACITY_ERRNOS:
+                        log.error("%s: cannot accept (%s); pausing", listener.name, exc.strerror)
+                        await trio.sleep(ACCEPT_PAUSE_SECONDS)
+                        continue
+                    raise
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+                nursery.start_soon(self._run, listener, stream)
+                in_a_row += 1
+                if in_a_row >= ACCEPT_BATCH:
+                    in_a_row = 0
+                    await trio.lowlevel.checkpoint()
+        finally:
+            raw.close()
 
     async def _run(self, listener: Listener, stream: trio.SocketStream) -> None:
         try:
