@@ -99,7 +99,12 @@ class Sink:
         )
 
     def start(self) -> Sink:
-        self.controller.start()
+        try:
+            self.controller.start()
+        except BaseException:
+            # A failed start (the address taken) leaves aiosmtpd's event loop open.
+            self.controller.loop.close()
+            raise
         return self
 
     def stop(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import errno
 from email.message import EmailMessage
 
 import pytest
@@ -31,6 +32,8 @@ MESSAGE = (
 )
 ALICE = "alice@local.test"
 BOB = "bob@remote.test"
+# Tries at finding a port number free on two loopback addresses at once.
+SAME_PORT_ATTEMPTS = 20
 
 
 def mx_resolver(*records: tuple[int, str, str], domain: str = "remote.test") -> FakeResolver:
@@ -74,9 +77,24 @@ async def test_delivers_via_mx(make_sink, harness) -> None:
     assert not received.tls
 
 
+def _is_in_use(exc: OSError) -> bool:
+    return exc.errno == errno.EADDRINUSE
+
+
 async def test_lowest_preference_mx_is_used_first(make_sink, harness) -> None:
-    primary = make_sink(host="127.0.0.2")
-    backup = make_sink(host="127.0.0.1", port=primary.port)
+    # Both MXes on one port number (the harness has one MX port), on two addresses. The
+    # number is free on 127.0.0.1 when the kernel picks it; on 127.0.0.2 another test may
+    # hold it, and then another number is tried.
+    for _ in range(SAME_PORT_ATTEMPTS):
+        backup = make_sink(host="127.0.0.1")
+        try:
+            primary = make_sink(host="127.0.0.2", port=backup.port)
+            break
+        except OSError as exc:
+            if not _is_in_use(exc):
+                raise
+    else:
+        pytest.fail("no port number free on both 127.0.0.1 and 127.0.0.2")
     resolver = mx_resolver(
         (20, "backup.remote.test", "127.0.0.1"), (10, "mx.remote.test", "127.0.0.2")
     )
@@ -101,7 +119,6 @@ async def test_next_mx_when_the_first_refuses_the_connection(make_sink, harness,
 
 
 async def test_next_mx_when_the_first_greets_with_554(make_sink, harness) -> None:
-    backup = make_sink()
     refusals = 0
 
     async def refuse(stream: trio.SocketStream) -> None:
@@ -110,7 +127,16 @@ async def test_next_mx_when_the_first_greets_with_554(make_sink, harness) -> Non
         await stream.send_all(b"554 go away\r\n")
         await stream.aclose()
 
-    listeners = await trio.open_tcp_listeners(backup.port, host="127.0.0.2")
+    for _ in range(SAME_PORT_ATTEMPTS):  # one port number on two addresses, as above
+        backup = make_sink()
+        try:
+            listeners = await trio.open_tcp_listeners(backup.port, host="127.0.0.2")
+            break
+        except OSError as exc:
+            if not _is_in_use(exc):
+                raise
+    else:
+        pytest.fail("no port number free on both 127.0.0.1 and 127.0.0.2")
     resolver = mx_resolver(
         (10, "rude.remote.test", "127.0.0.2"), (20, "ok.remote.test", "127.0.0.1")
     )
