@@ -6,11 +6,13 @@ from __future__ import annotations
 import email
 import email.policy
 import errno
+from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
+from typing import TypeVar
 
 import pytest
 import trio
-from sinks import authenticator
+from sinks import Sink, authenticator
 
 from transport.delivery import RetrySchedule
 from transport.dns import FakeResolver
@@ -34,6 +36,7 @@ ALICE = "alice@local.test"
 BOB = "bob@remote.test"
 # Tries at finding a port number free on two loopback addresses at once.
 SAME_PORT_ATTEMPTS = 20
+T = TypeVar("T")
 
 
 def mx_resolver(*records: tuple[int, str, str], domain: str = "remote.test") -> FakeResolver:
@@ -77,24 +80,25 @@ async def test_delivers_via_mx(make_sink, harness) -> None:
     assert not received.tls
 
 
-def _is_in_use(exc: OSError) -> bool:
-    return exc.errno == errno.EADDRINUSE
+async def _sink_and_same_port_on_127_0_0_2(make_sink, bind: Callable[[int], Awaitable[T]]):
+    """A sink on 127.0.0.1 and what `bind` puts on the same port number on 127.0.0.2 (the
+    harness has one MX port). The number is free on 127.0.0.1 when the kernel picks it;
+    on 127.0.0.2 another test may hold it, and then another number is tried."""
+    for _ in range(SAME_PORT_ATTEMPTS):
+        sink = make_sink(host="127.0.0.1")
+        try:
+            return sink, await bind(sink.port)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    pytest.fail("no port number free on both 127.0.0.1 and 127.0.0.2")
 
 
 async def test_lowest_preference_mx_is_used_first(make_sink, harness) -> None:
-    # Both MXes on one port number (the harness has one MX port), on two addresses. The
-    # number is free on 127.0.0.1 when the kernel picks it; on 127.0.0.2 another test may
-    # hold it, and then another number is tried.
-    for _ in range(SAME_PORT_ATTEMPTS):
-        backup = make_sink(host="127.0.0.1")
-        try:
-            primary = make_sink(host="127.0.0.2", port=backup.port)
-            break
-        except OSError as exc:
-            if not _is_in_use(exc):
-                raise
-    else:
-        pytest.fail("no port number free on both 127.0.0.1 and 127.0.0.2")
+    async def primary_mx(port: int) -> Sink:
+        return make_sink(host="127.0.0.2", port=port)
+
+    backup, primary = await _sink_and_same_port_on_127_0_0_2(make_sink, primary_mx)
     resolver = mx_resolver(
         (20, "backup.remote.test", "127.0.0.1"), (10, "mx.remote.test", "127.0.0.2")
     )
@@ -127,16 +131,10 @@ async def test_next_mx_when_the_first_greets_with_554(make_sink, harness) -> Non
         await stream.send_all(b"554 go away\r\n")
         await stream.aclose()
 
-    for _ in range(SAME_PORT_ATTEMPTS):  # one port number on two addresses, as above
-        backup = make_sink()
-        try:
-            listeners = await trio.open_tcp_listeners(backup.port, host="127.0.0.2")
-            break
-        except OSError as exc:
-            if not _is_in_use(exc):
-                raise
-    else:
-        pytest.fail("no port number free on both 127.0.0.1 and 127.0.0.2")
+    async def rude_mx(port: int) -> list[trio.SocketListener]:
+        return await trio.open_tcp_listeners(port, host="127.0.0.2")
+
+    backup, listeners = await _sink_and_same_port_on_127_0_0_2(make_sink, rude_mx)
     resolver = mx_resolver(
         (10, "rude.remote.test", "127.0.0.2"), (20, "ok.remote.test", "127.0.0.1")
     )
