@@ -230,3 +230,18 @@ def test_attachments_refused_when_not_allowed_or_too_large(mail: MailEnv) -> Non
     use(mail, Policy())
     client.provision()
     assert fetch(large).status_at("Response/Fetch/Status") == 1
+
+    # 12.1's GetAttachment (MS-ASCMD 2.2.1.7) under the same policy; its failures are 500.
+    old, _ = ready(mail, version="12.1", device="old-phone")
+
+    def get(reference: str) -> Any:
+        return old.command("GetAttachment", params={"AttachmentName": reference})
+
+    assert get(large).body == b"L" * 3000
+    use(mail, Policy(max_attachment_kb=2))
+    old.provision()
+    assert get(small).body == b"s" * 1000
+    assert get(large).status == 500  # larger than allowed
+    use(mail, Policy(attachments_enabled=False))
+    old.provision()
+    assert get(small).status == 500

@@ -240,3 +240,35 @@ def test_sent_copy_keeps_bcc_but_recipients_do_not_see_it(
         assert saved["Bcc"] == "eve@example.test"
     finally:
         client.close()
+
+
+def test_a_12_1_device_downloads_an_attachment_with_get_attachment(
+    server: Server, instance: Instance
+) -> None:
+    # MS-ASCMD 2.2.1.7: up to 12.1 an attachment comes as the raw body of GetAttachment,
+    # named by the FileReference Sync gave; from 14.0 on it is ItemOperations' job.
+    client = _client(server, instance, "12.1", "getattach121")
+    try:
+        client.provision()
+        inbox = folder_list(client.command("FolderSync", folder_sync("0"))).by_type[2]
+        first = sync_result(_sync(client, inbox, "0"))
+        _deliver(server, "file for an old phone", attachment=True)
+        changes = sync_result(_sync(client, inbox, first.key, window=50))
+        (data,) = changes.adds.values()
+        reference = data.text_of("AirSyncBase:Attachments/Attachment/FileReference")
+        assert reference
+
+        got = client.command("GetAttachment", params={"AttachmentName": reference})
+        assert got.status == 200
+        assert got.headers["content-type"] == "application/octet-stream"
+        assert got.body == ATTACHMENT
+
+        missing = reference.rsplit(":", 1)[0] + ":9"  # no such part
+        assert client.command("GetAttachment", params={"AttachmentName": missing}).status == 500
+        assert client.command("GetAttachment", params={"AttachmentName": "x"}).status == 500
+        assert client.command("GetAttachment").status == 400  # no AttachmentName
+        newer = client.command("GetAttachment", params={"AttachmentName": reference},
+                               version="14.1")  # fmt: skip
+        assert newer.status == 501  # not a 14.1 command
+    finally:
+        client.close()

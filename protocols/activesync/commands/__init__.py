@@ -25,7 +25,7 @@ from .drafts import DraftStore
 from .find import find_handler
 from .foldersync import folder_edit_handler, folder_sync_handler
 from .getitemestimate import get_item_estimate_handler
-from .itemoperations import item_operations_handler
+from .itemoperations import get_attachment_handler, item_operations_handler
 from .moveitems import move_items_handler
 from .oof import oof_handler
 from .ping import ping_handler
@@ -93,6 +93,9 @@ def mail_commands(mail: MailServices) -> dict[str, CommandSpec]:
         "GetItemEstimate": CommandSpec(get_item_estimate_handler(mail)),
         "MoveItems": CommandSpec(move_items_handler(mail)),
         "ItemOperations": CommandSpec(item_operations_handler(mail)),
+        "GetAttachment": CommandSpec(
+            get_attachment_handler(mail), max_version=ProtocolVersion.V12_1
+        ),
         "Search": CommandSpec(search_handler(mail)),
         "Find": CommandSpec(find_handler(mail), min_version=ProtocolVersion.V16_1),
     }

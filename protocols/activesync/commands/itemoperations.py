@@ -1,6 +1,6 @@
 """ItemOperations (MS-ASCMD 2.2.1.10): Fetch (an item by CollectionId+ServerId or by
 LongId, an attachment by FileReference, with byte ranges), EmptyFolderContents, and Move
-of a conversation (MS-ASCON).
+of a conversation (MS-ASCON). Also GetAttachment (2.2.1.7), 12.1's attachment download.
 
 Multipart (MS-ASCMD 2.2.1.10.1, asked for with MS-ASAcceptMultiPart: T or the base64
 query's option bit): the binary data leaves the WBXML and travels as parts after it; the
@@ -23,7 +23,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from store import FolderNotFound, MessageNotFound, StoreError
+from store import Attachment, FolderNotFound, MessageNotFound, StoreError
 from store.mime import BodyPart
 
 from ..context import MULTIPART_CONTENT_TYPE, CommandContext, CommandReply, Handler
@@ -144,6 +144,61 @@ def attachment_bytes(read: Reader, part: BodyPart) -> bytes:
     return binascii.a2b_qp(raw)
 
 
+def load_attachment(
+    services: MailServices, mailbox_id: str, reference: str
+) -> tuple[Attachment, bytes] | None:
+    """Blocking: the attachment a FileReference names and its decoded content, or None
+    when the reference names no attachment of a message in a served folder."""
+    parsed = parse_file_reference(reference)
+    if parsed is None:
+        return None
+    folder_id, uid, path = parsed
+    mailbox = services.mailbox(mailbox_id)
+    if served_folder(mailbox, folder_id) is None:
+        return None
+    folder = mailbox.folder_by_id(folder_id)
+    meta = folder.metadata([uid]).get(uid)
+    if meta is None:
+        return None
+    attachment = next((a for a in meta.attachments if a.part == path), None)
+    part = meta.structure.part(path)
+    if attachment is None or part is None:
+        return None
+    try:
+        return attachment, attachment_bytes(reader(folder, uid), part)
+    except MessageNotFound:
+        return None
+
+
+def get_attachment_handler(services: MailServices) -> Handler:
+    """GetAttachment (MS-ASCMD 2.2.1.7), protocol 12.1 and before: the attachment named by
+    the query's AttachmentName (a FileReference from Sync) as the raw response body, with
+    its content type. 14.0 replaced it with ItemOperations Fetch. It has no status element:
+    a failure is HTTP 500, as Exchange and grommunio-sync answer it; the mailbox policy
+    (AttachmentsEnabled, MaxAttachmentSize, MS-ASPROV 2.2.2.3 and 2.2.2.30) holds here as
+    in ItemOperations."""
+
+    async def handle(ctx: CommandContext) -> CommandReply:
+        reference = (ctx.query.attachment_name or "").strip()
+        if not reference:
+            return CommandReply(status=400)
+        policy = ctx.policy
+        if not policy.attachments_enabled:
+            log.info("eas: GetAttachment refused by policy (user=%s)", ctx.account.address)
+            return CommandReply(status=500)
+        found = await services.run(load_attachment, services, ctx.account.mailbox_id, reference)
+        if found is None:
+            return CommandReply(status=500)
+        attachment, content = found
+        limit = policy.max_attachment_kb
+        if limit is not None and len(content) > limit * 1024:
+            log.info("eas: GetAttachment over MaxAttachmentSize (user=%s)", ctx.account.address)
+            return CommandReply(status=500)
+        return CommandReply(body=content, content_type=attachment.content_type)
+
+    return handle
+
+
 def fetch_attachment(
     services: MailServices,
     mailbox_id: str,
@@ -161,27 +216,14 @@ def fetch_attachment(
     echo = E("AirSyncBase:FileReference", reference)
     if not attachments_enabled:
         return [E("ItemOperations:Status", ItemOpsStatus.ACCESS_DENIED), echo]
-    parsed = parse_file_reference(reference)
-    if parsed is None:
+    if parse_file_reference(reference) is None:
         return [E("ItemOperations:Status", ItemOpsStatus.INVALID_ATTACHMENT), echo]
     if budget is not None and budget.left <= 0:
         return [E("ItemOperations:Status", ItemOpsStatus.TOO_LARGE), echo]  # nothing read
-    folder_id, uid, path = parsed
-    mailbox = services.mailbox(mailbox_id)
-    if served_folder(mailbox, folder_id) is None:
+    found = load_attachment(services, mailbox_id, reference)
+    if found is None:
         return [E("ItemOperations:Status", ItemOpsStatus.INVALID_ATTACHMENT), echo]
-    folder = mailbox.folder_by_id(folder_id)
-    meta = folder.metadata([uid]).get(uid)
-    attachment = None
-    if meta is not None:
-        attachment = next((a for a in meta.attachments if a.part == path), None)
-    part = meta.structure.part(path) if meta is not None else None
-    if attachment is None or part is None:
-        return [E("ItemOperations:Status", ItemOpsStatus.INVALID_ATTACHMENT), echo]
-    try:
-        content = attachment_bytes(reader(folder, uid), part)
-    except MessageNotFound:
-        return [E("ItemOperations:Status", ItemOpsStatus.INVALID_ATTACHMENT), echo]
+    attachment, content = found
     total = len(content)
     if max_attachment_bytes is not None and total > max_attachment_bytes:
         return [E("ItemOperations:Status", ItemOpsStatus.TOO_LARGE), echo]
