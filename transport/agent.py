@@ -370,16 +370,17 @@ class AgentClient:
             if frame[1] == "queued":
                 self._on_queued(frame[2])
             return
+        # Decoded before the waiter is taken: a malformed answer raises here, and the
+        # waiter, still pending, is failed with the rest when the agent is given up.
+        value: DeliveryReport | str = (
+            str(frame[2]) if frame[1] is None else report_from_wire(frame[1])
+        )
         answer = agent.pending.pop(request_id, None)
         if answer is None:
             return
-        if frame[1] is None:
-            answer.set(str(frame[2]))
-        else:
-            report = report_from_wire(frame[1])
-            answer.set(report)
-            if report.folders:
-                self._on_stored(report)
+        answer.set(value)
+        if isinstance(value, DeliveryReport) and value.folders:
+            self._on_stored(value)
 
     def _lost(self, agent: _Agent) -> None:
         """The agent's socket failed or closed: whatever it held has no answer."""

@@ -64,19 +64,29 @@ _GARBLING_AGENT = """
 import os, sys
 fd = int(sys.argv[1])
 os.read(fd, 65536)
-os.write(fd, b"\\xc1")
+os.write(fd, bytes.fromhex(sys.argv[2]))
 while os.read(fd, 65536):
     pass
 """
 
 
-@pytest.mark.timeout(30)  # before the fix the reader died and the delivery waited forever
+@pytest.mark.timeout(30)  # before the fixes the delivery waited forever
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"\xc1",  # a byte msgpack never uses: the reader died
+        msgpack.packb([1, [1, 2], None]),  # the first request's id, a report that is not one
+        msgpack.packb([1]),  # the id and nothing else
+    ],
+    ids=["not msgpack", "not a report", "short frame"],
+)
 async def test_an_agent_that_answers_garbage_is_a_failed_delivery_not_a_crash(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, answer: bytes
 ) -> None:
     def launch(sock: socket.socket) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-c", _GARBLING_AGENT, str(sock.fileno())], pass_fds=(sock.fileno(),)
+            [sys.executable, "-c", _GARBLING_AGENT, str(sock.fileno()), answer.hex()],
+            pass_fds=(sock.fileno(),),
         )
 
     request = DeliveryRequest(b"x", b"", None, [], False, "ID1", MessageInfo())
