@@ -23,6 +23,7 @@ import base64
 import binascii
 import mmap
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -99,16 +100,31 @@ _FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _FIELD_NAME_WITHIN = 1000  # bytes of a line in which its colon must appear
 
 
+# Header bytes split into lines at a time: one split for a usual header, and a bounded
+# copy for a message that never ends its header (the parse stops at MAX_HEADER_FIELDS).
+_LINE_BATCH = 64 * 1024
+
+
+def _lines(buf: Buffer, start: int, end: int) -> Iterator[bytes]:
+    """The lines of [start, end) without their LF, in batches of about _LINE_BATCH."""
+    pos = start
+    while pos < end:
+        stop = buf.find(b"\n", min(pos + _LINE_BATCH, end - 1), end)
+        stop = end if stop < 0 else stop + 1
+        lines = bytes(buf[pos:stop]).split(b"\n")
+        if not lines[-1]:
+            lines.pop()  # the batch's last line end (an empty line cannot be inside it)
+        yield from lines
+        pos = stop
+
+
 def parse_header_block(buf: Buffer, start: int, end: int) -> HeaderBlock:
     header_end, body_start = _find_header_end(buf, start, end)
     fields: list[tuple[str, str]] = []
     name: str | None = None
     chunks: list[bytes] = []
     size = 0
-    lines = bytes(buf[start:header_end]).split(b"\n")
-    if not lines[-1]:
-        lines.pop()  # the header's last line end (an empty line cannot be inside it)
-    for line in lines:
+    for line in _lines(buf, start, header_end):
         content = line[:-1] if line[-1:] == b"\r" else line
         if line[:1] in (b" ", b"\t"):  # folded: a continuation of the field before
             if name is not None and size < MAX_HEADER_FIELD_BYTES:

@@ -372,3 +372,20 @@ def test_preview_collapses_like_the_whole_text() -> None:
     )
     short = b"a  b\r\n" * 3
     assert build_metadata(b"Subject: p\r\n\r\n" + short).preview == "a b a b a b"
+
+
+def test_a_header_that_never_ends_is_read_in_bounded_pieces() -> None:
+    # No blank line: the header section is the whole message. It is split a batch at a
+    # time, so what the parse holds does not grow with the message.
+    import tracemalloc
+
+    line = b"x" * 998 + b"\r\n"
+    data = b"Subject: s\r\n" + line * 4000  # 4 MB of lines that are not fields
+    tracemalloc.start()
+    try:
+        parsed = parse_message(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert parsed.envelope.subject == "s"
+    assert peak < 1024 * 1024
