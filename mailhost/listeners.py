@@ -155,6 +155,7 @@ class Sessions:
                     in_a_row = 0
                     await trio.lowlevel.checkpoint()
         finally:
+            trio.lowlevel.notify_closing(raw)  # trio forgets its registration of it
             raw.close()
 
     async def _run(self, listener: Listener, stream: trio.SocketStream) -> None:
