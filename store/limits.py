@@ -68,6 +68,11 @@ MAX_HEADER_FIELD_BYTES: Final = 102_400
 # Header fields kept per header section; more are ignored. Dovecot's message parser has no
 # such cap; 1000 headers per part is ample for trace fields on a long relay path.
 MAX_HEADER_FIELDS: Final = 1000
+# Lines of a header section read for fields; what follows is not (the body still starts
+# after the blank line). A header that never ends (25 MB of short lines, no blank line)
+# would otherwise cost seconds; MAX_HEADER_FIELDS full fields folded over 100 lines each
+# still fit.
+MAX_HEADER_LINES: Final = 100_000
 # Addresses kept per address header (To, Cc, ...); the rest are ignored.
 MAX_ADDRESSES: Final = 1000
 # RFC 2046 5.1.1: boundary := 0*69<bchars> bcharnospace, i.e. 1 to 70 characters. Longer

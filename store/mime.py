@@ -33,6 +33,7 @@ from .limits import (
     MAX_DECODE_INPUT,
     MAX_HEADER_FIELD_BYTES,
     MAX_HEADER_FIELDS,
+    MAX_HEADER_LINES,
     MAX_MIME_DEPTH,
     MAX_MIME_PARTS,
 )
@@ -124,7 +125,9 @@ def parse_header_block(buf: Buffer, start: int, end: int) -> HeaderBlock:
     name: str | None = None
     chunks: list[bytes] = []
     size = 0
-    for line in _lines(buf, start, header_end):
+    for count, line in enumerate(_lines(buf, start, header_end)):
+        if count >= MAX_HEADER_LINES:
+            break
         content = line[:-1] if line[-1:] == b"\r" else line
         if line[:1] in (b" ", b"\t"):  # folded: a continuation of the field before
             if name is not None and size < MAX_HEADER_FIELD_BYTES:

@@ -14,6 +14,7 @@ from store.limits import (
     MAX_BOUNDARY_LENGTH,
     MAX_HEADER_FIELD_BYTES,
     MAX_HEADER_FIELDS,
+    MAX_HEADER_LINES,
     MAX_MIME_DEPTH,
     MAX_MIME_PARTS,
     PREVIEW_CHARS,
@@ -389,3 +390,19 @@ def test_a_header_that_never_ends_is_read_in_bounded_pieces() -> None:
         tracemalloc.stop()
     assert parsed.envelope.subject == "s"
     assert peak < 1024 * 1024
+
+
+def test_header_line_limit() -> None:
+    # Line MAX_HEADER_LINES - 1 (counting from 0) is read; the next is not. The body
+    # still starts after the blank line.
+    data = (
+        b"X-A: 1\r\n"
+        + b" c\r\n" * (MAX_HEADER_LINES - 2)
+        + b"Subject: last read\r\n"
+        + b"Cc: too late\r\n"
+        + b"\r\nbody"
+    )
+    parsed = parse_message(data)
+    assert parsed.headers.get("subject") == "last read"
+    assert parsed.headers.get("cc") is None
+    assert parsed.structure.body_start == len(data) - 4
