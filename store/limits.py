@@ -70,8 +70,8 @@ MAX_HEADER_FIELD_BYTES: Final = 102_400
 MAX_HEADER_FIELDS: Final = 1000
 # Lines of a header section read for fields; what follows is not (the body still starts
 # after the blank line). A header that never ends (25 MB of short lines, no blank line)
-# would otherwise cost seconds; MAX_HEADER_FIELDS full fields folded over 100 lines each
-# still fit.
+# would otherwise cost seconds. It is room for MAX_HEADER_FIELDS fields of 100 lines each;
+# real headers have a few hundred lines.
 MAX_HEADER_LINES: Final = 100_000
 # Addresses kept per address header (To, Cc, ...); the rest are ignored.
 MAX_ADDRESSES: Final = 1000
