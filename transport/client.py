@@ -19,6 +19,12 @@ Decisions: with 8-bit content and a server without 8BITMIME the message is sent 
 as Postfix does (downgrading MIME would break signatures, and a server without 8BITMIME
 in practice passes 8-bit bytes); a message whose envelope has non-ASCII addresses is not
 sent to a server without SMTPUTF8 (RFC 6531 3.4): those recipients fail with 5.6.7.
+
+A message received as BINARYMIME (RFC 3030) goes out with BDAT and BODY=BINARYMIME, as is,
+to a server that offers CHUNKING and BINARYMIME. To one that does not, RFC 3030 3 forbids
+sending it as binary: if its bytes would pass through DATA unchanged (CRLF line ends only,
+no NUL, lines within 998 octets) it goes as DATA, else its recipients fail with 5.6.3
+(conversion required but not supported, RFC 3463), where DATA would have altered it.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ __all__ = [
     "check_address",
     "client_tls_context",
     "encode_data",
+    "passes_data_unchanged",
     "verdicts_for",
     "xtext_encode",
 ]
@@ -238,6 +245,7 @@ class Transaction:
     sender: str | None
     recipients: tuple[OutboundRecipient, ...]
     eight_bit: bool = False
+    binary: bool = False  # received with BODY=BINARYMIME (RFC 3030)
     smtputf8: bool = False
     ret: DsnReturn | None = None
     envid: str | None = None
@@ -498,6 +506,18 @@ class SmtpClient:
                     "5.6.7",  # RFC 6531 3.4
                     f"{self.peer} does not support SMTPUTF8, needed for this address",
                 )
+        chunking = tx.binary and caps.offers("CHUNKING") and caps.offers("BINARYMIME")
+        if tx.binary and not chunking and not passes_data_unchanged(message):
+            for i, rcpt in enumerate(tx.recipients):
+                verdicts.setdefault(
+                    i,
+                    RecipientVerdict(
+                        rcpt.address,
+                        RecipientState.FAILED,
+                        "5.6.3",  # RFC 3463: conversion required but not supported
+                        f"{self.peer} does not support BINARYMIME, which this message needs",
+                    ),
+                )
         wanted = [i for i in range(len(tx.recipients)) if i not in verdicts]
         if not wanted:
             return [verdicts[i] for i in range(len(tx.recipients))]
@@ -505,7 +525,9 @@ class SmtpClient:
         mail = f"MAIL FROM:<{sender}>"
         if caps.size is not None:
             mail += f" SIZE={len(message)}"
-        if tx.eight_bit and caps.offers("8BITMIME"):
+        if chunking:
+            mail += " BODY=BINARYMIME"  # RFC 3030 3
+        elif tx.eight_bit and caps.offers("8BITMIME"):
             mail += " BODY=8BITMIME"  # RFC 6152
         if utf8 and (
             tx.smtputf8
@@ -551,7 +573,12 @@ class SmtpClient:
                 accepted.append(i)
             else:
                 verdicts[i] = RecipientVerdict.from_reply(tx.recipients[i].address, reply)
-        if accepted:
+        if accepted and chunking:
+            reply = await self._send_bdat(message)
+            self.needs_reset = False  # BDAT LAST's reply ends the transaction
+            for i in accepted:
+                verdicts[i] = RecipientVerdict.from_reply(tx.recipients[i].address, reply, dsn=dsn)
+        elif accepted:
             reply = await self._command("DATA", self.timeouts.data_init, step="DATA")
             if reply.code == 354:
                 reply = await self._send_data(message)
@@ -570,6 +597,30 @@ class SmtpClient:
             if scope.cancelled_caught:
                 raise SessionError("timeout sending the message", committed=last)
         return await self._read(self.timeouts.data_term, step="end of DATA", committed=True)
+
+    async def _send_bdat(self, message: bytes) -> SmtpReply:
+        """The whole message as one chunk, `BDAT <size> LAST` (RFC 3030 2): the octets as
+        they are, no dot stuffing and no line-end changes."""
+        if self._reader.buffer:
+            raise SessionError("server sent data before BDAT")
+        payload = f"BDAT {len(message)} LAST\r\n".encode("ascii") + message
+        view = memoryview(payload)
+        for start in range(0, len(view), DATA_CHUNK):
+            last = start + DATA_CHUNK >= len(view)
+            with trio.move_on_after(self.timeouts.data_block) as scope:
+                await self._send(bytes(view[start : start + DATA_CHUNK]), committed=last)
+            if scope.cancelled_caught:
+                raise SessionError("timeout sending the message", committed=last)
+        return await self._read(self.timeouts.data_term, step="BDAT LAST", committed=True)
+
+
+_DATA_UNSAFE = re.compile(rb"\x00|\r(?!\n)|(?<!\r)\n|[^\r\n]{999}")
+
+
+def passes_data_unchanged(message: bytes) -> bool:
+    """Whether DATA carries `message` exactly: CRLF line ends only, no NUL, no line over
+    998 octets (RFC 5321 4.5.3.1.6). Dot stuffing is undone by the receiver."""
+    return (not message or message.endswith(b"\r\n")) and _DATA_UNSAFE.search(message) is None
 
 
 def verdicts_for(

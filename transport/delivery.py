@@ -620,6 +620,7 @@ class QueueRunner:
             sender=entry.sender,
             recipients=tuple(sendable),
             eight_bit=entry.body is not BodyType.SEVEN_BIT or _eight_bit(job.message),
+            binary=entry.body is BodyType.BINARY_MIME,
             smtputf8=entry.smtputf8,
             ret=entry.ret,
             envid=entry.envid,

@@ -26,6 +26,7 @@ from transport.client import (
     UnsafeAddress,
     check_address,
     encode_data,
+    passes_data_unchanged,
     xtext_encode,
 )
 from transport.envelope import DsnReturn, Notify, OriginalRecipient, RecipientState
@@ -463,3 +464,89 @@ def test_encode_data_never_ends_early(message: bytes) -> None:
     if normalised and not normalised.endswith(b"\r\n"):
         normalised += b"\r\n"
     assert unstuffed == normalised
+
+
+# -- BINARYMIME (RFC 3030) ------------------------------------------------------------------
+
+BINARY = b"Content-Transfer-Encoding: binary\r\n\r\n\x00\x01\n.\r\n\r\r\n.\r\nend"
+EHLO_CHUNKING = b"250-mx.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 BINARYMIME\r\n"
+
+
+async def test_binary_message_goes_with_bdat_as_it_is() -> None:
+    received: list[bytes] = []
+
+    async def server(s: Script) -> None:
+        await greet_and_ehlo(s, EHLO_CHUNKING)
+        assert await s.line() == b"MAIL FROM:<a@local.test> BODY=BINARYMIME"
+        await s.line()
+        await s.send(b"250 ok\r\n250 ok\r\n")
+        command = await s.line()
+        assert command == f"BDAT {len(BINARY)} LAST".encode()
+        while len(s.buffer) < len(BINARY):
+            s.buffer += await s.stream.receive_some(65536)
+        received.append(s.buffer)
+        await s.send(b"250 2.0.0 got it\r\n")
+
+    async def work(client: SmtpClient) -> object:
+        await hello(client)
+        tx = Transaction("a@local.test", (OutboundRecipient("b@remote.test"),), binary=True)
+        return await client.send_message(tx, BINARY)
+
+    verdicts, _ = await run(server, work)
+    assert received == [BINARY]  # no dot stuffing, no line-end changes
+    assert verdicts[0].state is RecipientState.DELIVERED
+
+
+async def test_binary_message_is_not_sent_where_data_would_change_it() -> None:
+    async def server(s: Script) -> None:
+        await greet_and_ehlo(s)  # 8BITMIME, no CHUNKING or BINARYMIME
+        await s.line()
+        raise AssertionError("nothing may be sent after EHLO")
+
+    async def work(client: SmtpClient) -> object:
+        await hello(client)
+        tx = Transaction("a@local.test", (OutboundRecipient("b@remote.test"),), binary=True)
+        return await client.send_message(tx, BINARY)
+
+    verdicts, script = await run(server, work)
+    assert (verdicts[0].state, verdicts[0].status) == (RecipientState.FAILED, "5.6.3")
+    assert len(script.lines) == 1
+
+
+async def test_binary_message_that_data_carries_unchanged_goes_with_data() -> None:
+    async def server(s: Script) -> None:
+        await greet_and_ehlo(s)
+        assert (await s.line()).endswith(b"BODY=8BITMIME")
+        await s.line()
+        await s.send(b"250 ok\r\n250 ok\r\n")
+        await s.expect(b"DATA", b"354 go\r\n")
+        while await s.line() != b".":
+            pass
+        await s.send(b"250 ok\r\n")
+
+    async def work(client: SmtpClient) -> object:
+        await hello(client)
+        tx = Transaction(
+            "a@local.test", (OutboundRecipient("b@remote.test"),), eight_bit=True, binary=True
+        )
+        return await client.send_message(tx, "Subject: caf\u00e9\r\n\r\n.dot\r\n".encode())
+
+    verdicts, _ = await run(server, work)
+    assert verdicts[0].state is RecipientState.DELIVERED
+
+
+@pytest.mark.parametrize(
+    ("message", "unchanged"),
+    [
+        (b"", True),
+        (b"a\r\n.b\r\n", True),  # dot stuffing is undone by the receiver
+        (b"x" * 998 + b"\r\n", True),
+        (b"x" * 999 + b"\r\n", False),  # RFC 5321 4.5.3.1.6: 998 octets a line
+        (b"a\nb\r\n", False),
+        (b"a\rb\r\n", False),
+        (b"a\x00b\r\n", False),
+        (b"no line end", False),  # DATA would add one
+    ],
+)
+def test_what_data_carries_unchanged(message: bytes, unchanged: bool) -> None:
+    assert passes_data_unchanged(message) is unchanged

@@ -17,6 +17,7 @@ from sinks import Sink, authenticator
 from transport.delivery import RetrySchedule
 from transport.dns import FakeResolver
 from transport.envelope import (
+    BodyType,
     DsnReturn,
     EntryKind,
     Notify,
@@ -705,3 +706,25 @@ async def test_a_command_from_another_process_wakes_the_runner(make_sink, harnes
                 await trio.sleep(0.01)
         await h.settle()
     assert sink.recipients() == [BOB]
+
+
+async def test_binarymime_to_an_mx_without_it(make_sink, harness) -> None:
+    # aiosmtpd offers neither CHUNKING nor BINARYMIME (RFC 3030). A message received as
+    # BINARYMIME whose bytes DATA would change is returned with 5.6.3; one that DATA
+    # carries unchanged goes.
+    sink = make_sink()
+    binary = MESSAGE.replace(b"Hello Bob.", b"Hello\nBob.\x00")
+    async with harness(
+        mx_resolver((10, "mx.remote.test", "127.0.0.1")), (MX,), mx_port=sink.port
+    ) as h:
+        enqueue(h, binary, body=BodyType.BINARY_MIME)
+        enqueue(h, MESSAGE, body=BodyType.BINARY_MIME)
+        await h.settle()
+        assert h.queue.statistics().messages == 0
+    [received] = sink.messages
+    assert received.content.replace(b"\r\n", b"\n") == MESSAGE.replace(b"\r\n", b"\n")
+    [(to, raw)] = h.local.delivered
+    assert to == ALICE
+    [_m, recipient] = status_blocks(parse(raw))
+    assert recipient["Action"] == "failed"
+    assert recipient["Status"] == "5.6.3"
