@@ -1,6 +1,7 @@
 """Outbound mail through the real server: submission → queue → send connector → a real
 aiosmtpd server on loopback playing the remote MX or smart host, a DNS stub answering
-MX queries from a table, DSNs back into the sender's mailbox, the queue CLI, DKIM."""
+MX queries from a table, DSNs back into the sender's mailbox, the queue CLI, DKIM; and a
+second mailhost as the next hop for a BINARYMIME message relayed with BDAT."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import email
 import email.policy
 import json
 import smtplib
+import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import dkim
 import pytest
@@ -256,3 +259,63 @@ def test_a_recipient_removed_between_rcpt_and_data_is_bounced_not_dropped(
     assert "goodbye" in [m["Subject"] for m in messages]
     dsn = next(m for m in messages if m.get_content_type() == "multipart/report")
     assert "leaving@example.test" in dsn.as_string()
+
+
+def _reply(sock: socket.socket, pending: bytearray) -> bytes:
+    """One SMTP reply (all its lines) read from `sock`."""
+    while True:
+        end = pending.find(b"\r\n")
+        while end >= 0:
+            line = bytes(pending[:end])
+            del pending[: end + 2]
+            if line[3:4] != b"-":
+                return line
+            end = pending.find(b"\r\n")
+        data = sock.recv(65536)
+        assert data, "connection closed"
+        pending += data
+
+
+def test_a_binarymime_message_is_relayed_with_bdat_byte_for_byte(
+    instance: Instance, tmp_path: Path
+) -> None:
+    # The next hop is a second mailhost, which offers CHUNKING and BINARYMIME (RFC 3030):
+    # the message goes on with BDAT, unchanged, bare line ends and NULs included.
+    far = Instance.create(tmp_path / "far")
+    far.cli("domain", "add", "remote.example")
+    far.add_user("friend@remote.example")
+    body = bytes(range(256)) * 4  # every byte value: NUL, bare CR and LF, 8-bit
+    message = (
+        b"From: <someone@other.test>\r\nTo: <friend@remote.example>\r\nSubject: binary\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: binary\r\n\r\n" + body
+    )
+    with far.start() as far_server:
+        # For this server remote.example is an internal-relay domain: accepted from
+        # anyone on port 25 and passed on through the connector.
+        instance.cli("domain", "add", "remote.example", "--type", "internal-relay")
+        instance.cli("connector", "add", "Partner", "--address-space", "remote.example",
+                     "--smart-host", f"127.0.0.1:{far_server.port('smtp')}",
+                     "--tls", "disabled")  # fmt: skip
+        with (
+            instance.start() as server,
+            socket.create_connection(server.address("smtp"), timeout=10) as sock,
+        ):
+            pending = bytearray()
+            assert _reply(sock, pending).startswith(b"220")
+            sock.sendall(b"EHLO client.other.test\r\n")
+            assert _reply(sock, pending).startswith(b"250")
+            sock.sendall(b"MAIL FROM:<someone@other.test> BODY=BINARYMIME\r\n")
+            assert _reply(sock, pending).startswith(b"250")
+            sock.sendall(b"RCPT TO:<friend@remote.example>\r\n")
+            assert _reply(sock, pending).startswith(b"250")
+            sock.sendall(f"BDAT {len(message)} LAST\r\n".encode() + message)
+            assert _reply(sock, pending).startswith(b"250")
+            sock.sendall(b"QUIT\r\n")
+            inbox = far.mailbox_dir("friend@remote.example") / "new"
+            wait_for(lambda: any(inbox.iterdir()), "the next hop to store the message")
+            assert "status=sent" in server.log()
+        (stored,) = inbox.iterdir()
+        content = stored.read_bytes()
+        assert content.endswith(message)  # after the trace fields each hop added
+        assert content.count(b"Received: from ") == 2
