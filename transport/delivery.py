@@ -56,6 +56,7 @@ from .client import (
     UnsafeAddress,
     check_address,
     client_tls_context,
+    passes_data_unchanged,
     verdicts_for,
 )
 from .dsn import BOUNCE_SIZE_LIMIT, DsnAction, DsnError, DsnRecipient, build_dsn
@@ -228,6 +229,15 @@ class _Session:
     host: str
     opened: float  # trio time
     target: tuple[str, str, int]
+
+
+def _signed(signer: Signer, entry: QueueEntry, message: bytes) -> bytes:
+    """Blocking: the message as it goes out, DKIM-signed when a key applies. Not a
+    BINARYMIME message with line ends other than CRLF: signing puts them in CRLF form
+    (RFC 6376 works on the message as DATA carries it), altering its binary content."""
+    if entry.body is BodyType.BINARY_MIME and not passes_data_unchanged(message):
+        return message
+    return signer.sign(message)
 
 
 def _eight_bit(message: bytes) -> bool:
@@ -473,8 +483,7 @@ class QueueRunner:
             groups.setdefault(route.destination, (route, []))[1].append(index)
         message = original
         if groups and self.signer is not None and self._may_sign(entry):
-            signer = self.signer
-            message = await trio.to_thread.run_sync(lambda: signer.sign(original))
+            message = await trio.to_thread.run_sync(_signed, self.signer, entry, original)
         async with trio.open_nursery() as nursery:
             for index in local:
                 nursery.start_soon(self._deliver_local, entry, original, index, outcomes)

@@ -293,10 +293,10 @@ class DkimSigner:
         if domain is None:
             domain = _from_domain(normalised)
         if domain is None:
-            return normalised
+            return message
         keys = self._keys.get(domain.lower().rstrip("."))
         if not keys:
-            return normalised
+            return message
         present = _header_names(normalised)
         include: list[bytes] = []
         for name in SIGNED_HEADERS:

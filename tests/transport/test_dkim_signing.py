@@ -9,9 +9,11 @@ from pathlib import Path
 import dkim
 import pytest
 
+from transport.delivery import _signed
 from transport.dkim import DkimAlgorithm, DkimError, DkimSigner, generate_key, load_keys
 from transport.dns import FakeResolver
-from transport.envelope import RecipientSpec
+from transport.envelope import BodyType, RecipientSpec
+from transport.queue import Queue
 from transport.routing import SendConnector
 
 MESSAGE = (
@@ -78,7 +80,7 @@ def test_rsa_key_is_2048_bits_and_record_splits(tmp_path: Path) -> None:
 
 def test_no_key_no_signature_and_default_selector(tmp_path: Path) -> None:
     signer = DkimSigner.from_folder(tmp_path)
-    assert signer.sign(MESSAGE) == MESSAGE.replace(b"\nwith", b"\r\nwith")
+    assert signer.sign(MESSAGE) == MESSAGE  # no key: the message as it is
     assert (
         signer.sign(MESSAGE.replace(b"From: Alice <alice@example.test>\r\n", b"")).count(b"DKIM")
         == 0
@@ -125,3 +127,29 @@ async def test_runner_signs_authenticated_submissions_only(
     signed = [m for m in sink.messages if m.content.startswith(b"DKIM-Signature")]
     assert len(sink.messages) == 2 and len(signed) == 1
     assert dkim.verify(signed[0].content, dnsfunc=dns_from_folder(keys))
+
+
+def test_binarymime_with_other_line_ends_than_crlf_is_not_signed(tmp_path: Path) -> None:
+    # Signing puts line ends in CRLF form, which would alter a binary body (RFC 3030):
+    # such a message goes out unsigned and as it is; a CRLF-clean one is signed.
+    keys = tmp_path / "dkim"
+    generate_key("example.test", keys, algorithm=DkimAlgorithm.ED25519, selector="e1")
+    signer = DkimSigner.from_folder(keys)
+    queue = Queue(tmp_path / "queue", fsync=False)
+    queue.open()
+
+    def entry(message: bytes):
+        return queue.enqueue(
+            message,
+            sender="alice@example.test",
+            recipients=[RecipientSpec("bob@remote.test")],
+            auth_identity="alice@example.test",
+            body=BodyType.BINARY_MIME,
+        )
+
+    assert b"\nwith" in MESSAGE and b"\r\nwith" not in MESSAGE  # a bare LF
+    assert _signed(signer, entry(MESSAGE), MESSAGE) == MESSAGE
+    clean = MESSAGE.replace(b"\nwith", b"\r\nwith")
+    signed = _signed(signer, entry(clean), clean)
+    assert signed.startswith(b"DKIM-Signature") and signed.endswith(clean)
+    assert dkim.verify(signed, dnsfunc=dns_from_folder(keys))

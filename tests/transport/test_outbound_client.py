@@ -550,3 +550,28 @@ async def test_binary_message_that_data_carries_unchanged_goes_with_data() -> No
 )
 def test_what_data_carries_unchanged(message: bytes, unchanged: bool) -> None:
     assert passes_data_unchanged(message) is unchanged
+
+
+async def test_a_refused_bdat_is_followed_by_rset() -> None:
+    async def server(s: Script) -> None:
+        await greet_and_ehlo(s, EHLO_CHUNKING)
+        await s.line()
+        await s.line()
+        await s.send(b"250 ok\r\n250 ok\r\n")
+        assert (await s.line()).startswith(b"BDAT")
+        while len(s.buffer) < len(BINARY):
+            s.buffer += await s.stream.receive_some(65536)
+        s.buffer = b""
+        await s.send(b"554 5.6.0 not today\r\n")
+        await s.expect(b"RSET", b"250 ok\r\n")
+
+    async def work(client: SmtpClient) -> object:
+        await hello(client)
+        tx = Transaction("a@local.test", (OutboundRecipient("b@remote.test"),), binary=True)
+        verdicts = await client.send_message(tx, BINARY)
+        assert client.needs_reset  # RFC 3030 leaves the server's state open
+        await client.reset()
+        return verdicts
+
+    verdicts, _ = await run(server, work)
+    assert (verdicts[0].state, verdicts[0].status) == (RecipientState.FAILED, "5.6.0")
