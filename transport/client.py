@@ -595,15 +595,7 @@ class SmtpClient:
         return [verdicts[i] for i in range(len(tx.recipients))]
 
     async def _send_data(self, message: bytes) -> SmtpReply:
-        payload = encode_data(message)
-        view = memoryview(payload)
-        for start in range(0, len(view), DATA_CHUNK):
-            last = start + DATA_CHUNK >= len(view)
-            with trio.move_on_after(self.timeouts.data_block) as scope:
-                await self._send(bytes(view[start : start + DATA_CHUNK]), committed=last)
-            if scope.cancelled_caught:
-                raise SessionError("timeout sending the message", committed=last)
-        return await self._read(self.timeouts.data_term, step="end of DATA", committed=True)
+        return await self._send_message(encode_data(message), step="end of DATA")
 
     async def _send_bdat(self, message: bytes) -> SmtpReply:
         """The whole message as one chunk, `BDAT <size> LAST` (RFC 3030 2): the octets as
@@ -611,6 +603,12 @@ class SmtpClient:
         if self._reader.buffer:
             raise SessionError("server sent data before BDAT")
         payload = f"BDAT {len(message)} LAST\r\n".encode("ascii") + message
+        return await self._send_message(payload, step="BDAT LAST")
+
+    async def _send_message(self, payload: bytes, *, step: str) -> SmtpReply:
+        """`payload` in DATA_CHUNK writes, each within the data-block timeout, then the
+        final reply (RFC 5321 4.5.3.2.5 and 4.5.3.2.6). From the last write on, the
+        message may have been taken: `committed`."""
         view = memoryview(payload)
         for start in range(0, len(view), DATA_CHUNK):
             last = start + DATA_CHUNK >= len(view)
@@ -618,7 +616,7 @@ class SmtpClient:
                 await self._send(bytes(view[start : start + DATA_CHUNK]), committed=last)
             if scope.cancelled_caught:
                 raise SessionError("timeout sending the message", committed=last)
-        return await self._read(self.timeouts.data_term, step="BDAT LAST", committed=True)
+        return await self._read(self.timeouts.data_term, step=step, committed=True)
 
 
 # A line of more than 998 octets, tried only where a line starts (linear in the message).
