@@ -26,7 +26,7 @@ PLAIN_GREETINGS = {
 }
 # How soon a closed HTTP connection's slot must be free again (hypercorn's keep-alive
 # timer, which held it before, runs 120 s).
-SLOT_FREED_WITHIN = 5.0
+SLOT_FREED_WITHIN = 15.0
 TLS_GREETINGS = {"submissions": b"220 ", "imaps": b"* OK ", "pop3s": b"+OK "}
 
 
@@ -247,8 +247,8 @@ def test_http_connections_the_client_closed_free_their_slot_at_once(instance: In
     context = instance.client_context(check_hostname=False)
 
     def request(open_socket: Callable[[], socket.socket], expected: bytes) -> None:
-        # The server sees a close within moments (a loaded machine: give it a few
-        # seconds), never only when the 120-second keep-alive timer runs out.
+        # The server sees a close within moments (a machine loaded by the parallel test
+        # run: give it seconds), never only when the 120-second keep-alive timer runs out.
         deadline = time.monotonic() + SLOT_FREED_WITHIN
         while True:
             with open_socket() as s:
@@ -257,7 +257,7 @@ def test_http_connections_the_client_closed_free_their_slot_at_once(instance: In
             if line or time.monotonic() > deadline:
                 break
             time.sleep(0.05)  # refused: the slot of an earlier connection is not free yet
-        assert line.startswith(expected)
+        assert line.startswith(expected), server.log()[-3000:]
 
     with instance.start() as server:
         for _ in range(12):
