@@ -437,11 +437,11 @@ class Address(NamedTuple):
 
 _ADDRESS_SPECIALS = frozenset('()<>[]:;@\\,"')
 _ATOM_RUN = re.compile(r'[^()<>\[\]:;@\\,"\x20\t\r\n]+')  # up to a special or a space
-_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"  # atext and dots (RFC 5322 3.2.3)
+_DOT_ATOM = re.compile(_ATEXT)
 # The usual single mailbox, `<local@domain>`, `local@domain` or `Display Name
 # <local@domain>` with plain atoms only: matched at once, giving exactly what the
 # lexer and `_mailbox` below give for it (anything else takes the general path).
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
 _SIMPLE_MAILBOX = re.compile(
     rf"[ \t]*(?:(?P<name>{_ATEXT}(?:[ \t]+{_ATEXT})*)[ \t]*)?"
     rf"<(?P<local>{_ATEXT})@(?P<domain>{_ATEXT})>[ \t]*"
